@@ -1,0 +1,48 @@
+"""wscore's pykka actors (on gevent).
+
+=================  ===========================================================
+actor              its one job
+=================  ===========================================================
+RouterActor        directory of sessions and rooms; routes room traffic
+SessionActor       one session's state and numbered stream; runs its handlers
+RoomActor          one room's membership; fans a broadcast out, encoded once
+ConnectionActor    writes one socket's frames (the reader is a greenlet)
+HandlerActor       runs one actor-based controller's handlers, one at a time
+=================  ===========================================================
+
+Messages are the frozen attrs values of :mod:`actors.messages`; actors
+``tell`` by default. Who may *wait* (``ask``) on whom — the graph has no cycle,
+because every actor that is asked never asks anyone::
+
+    connection reader greenlet ──▶ router, session   (open / claim / attach)
+    session (handler code)      ──▶ router, room      (rooms.members())
+    handler actor               ──▶ router, room      (rooms.members())
+    server API, /healthz        ──▶ router, room
+    router, room, connection    ──▶ nobody
+
+A session is never asked by an actor, so a session blocked in a handler can
+only delay its own client's attach, never deadlock.
+"""
+
+from actors._runtime import GeventActor, GeventFuture
+from actors.connection import ConnectionActor, Outbox
+from actors.handler import HandlerActor
+from actors.room import RoomActor
+from actors.router import FindRoom, RouterActor
+from actors.session import SessionActor, SessionEnv
+
+__all__ = [
+    "ConnectionActor",
+    "FindRoom",
+    "GeventActor",
+    "GeventFuture",
+    "HandlerActor",
+    "Outbox",
+    "RoomActor",
+    "RouterActor",
+    "SessionActor",
+    "SessionEnv",
+]
+
+#: Marker proving this ``actors`` package is wscore's (the name is generic; see tests).
+WSCORE_PACKAGE = "wscore.actors"

@@ -1,0 +1,136 @@
+"""RoomActor: one per room. Owns the room's membership and fans broadcasts out.
+
+Rules it keeps:
+
+* one message at a time; every message reaches it through the router, in
+  the order the router forwarded them, so a join told before a broadcast is
+  always applied before it;
+* a broadcast arrives encoded once; the room hands the *same* ``Deliver``
+  value to every member, and each session only splices in its own ``s``;
+* it never waits on another actor; when its last member leaves it reports
+  :class:`RoomEmpty` with the number of routed messages it handled, and the
+  router stops it only if nothing was routed to it since (no lost joins);
+* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors._runtime import GeventActor
+from actors.messages import (
+    Deliver,
+    JoinedRoom,
+    JoinRoom,
+    LeaveRoom,
+    LeftRoom,
+    RoomBroadcast,
+    RoomEmpty,
+    RoomMembers,
+    Stats,
+)
+from wscore.behaviours import RoomHandle, RoomMessage
+from wscore.protocol.envelope import encode_envelope
+
+__all__ = ["RoomActor"]
+
+log = logging.getLogger("wscore.actors.room")
+
+
+class RoomActor(GeventActor):
+    def __init__(self, room_id: str, router: Any, behaviour: Any = None) -> None:
+        super().__init__()
+        self.room_id = room_id
+        self.router = router
+        self.behaviour = behaviour
+        self.members: dict[str, Any] = {}
+        self.handled = 0
+        self.delivered = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RoomBroadcast):
+            self.handled += 1
+            self._broadcast(message)
+        elif isinstance(message, JoinRoom):
+            self.handled += 1
+            self._join(message)
+        elif isinstance(message, LeaveRoom):
+            self.handled += 1
+            self._leave(message.session_id)
+        elif isinstance(message, RoomMembers):
+            return sorted(self.members)
+        elif isinstance(message, Stats):
+            return {"members": len(self.members), "delivered": self.delivered}
+        return None
+
+    def _join(self, msg: JoinRoom) -> None:
+        new = msg.session_id not in self.members
+        self.members[msg.session_id] = msg.session_ref
+        _tell(msg.session_ref, JoinedRoom(self.room_id))
+        if new and self.behaviour is not None:
+            self._hook("on_join", msg.session_id)
+
+    def _leave(self, session_id: str) -> None:
+        ref = self.members.pop(session_id, None)
+        if ref is not None:
+            _tell(ref, LeftRoom(self.room_id))
+            if self.behaviour is not None:
+                self._hook("on_leave", session_id)
+        if not self.members:
+            _tell(self.router, RoomEmpty(self.room_id, self.handled))
+
+    def _broadcast(self, msg: RoomBroadcast) -> None:
+        frame = msg.frame
+        if self.behaviour is not None:
+            frame = self._hook("on_message", msg)
+            if frame is None:
+                return
+        deliver = Deliver(frame)
+        exclude = msg.exclude
+        dead: list[str] = []
+        count = 0
+        for session_id, ref in self.members.items():
+            if session_id == exclude:
+                continue
+            try:
+                ref.tell(deliver)
+                count += 1
+            except Exception:
+                dead.append(session_id)
+        self.delivered += count
+        for session_id in dead:
+            self.members.pop(session_id, None)
+
+    def _hook(self, name: str, arg: Any) -> Any:
+        # Behaviour code is user code: its failure must not take the room down.
+        handle = RoomHandle(self.room_id, self)
+        try:
+            if name != "on_message":
+                getattr(self.behaviour, name)(handle, arg)
+                return None
+            original = RoomMessage(event=arg.event, payload=arg.payload, sender=arg.sender)
+            result = self.behaviour.on_message(handle, original)
+            if result is None:
+                return None
+            if result is original:
+                return arg.frame
+            return encode_envelope(result.event, result.payload, now_ms=int(time.time() * 1000))
+        except Exception:
+            log.exception("room behaviour %s.%s raised", type(self.behaviour).__name__, name)
+            return arg.frame if name == "on_message" else None
+
+    def deliver_from_behaviour(self, event: str, payload: Any) -> None:
+        """``RoomHandle.broadcast``: a frame from the behaviour itself, to every member."""
+        frame = encode_envelope(event, payload, now_ms=int(time.time() * 1000))
+        deliver = Deliver(frame)
+        for ref in list(self.members.values()):
+            _tell(ref, deliver)
+
+
+def _tell(ref: Any, message: Any) -> None:
+    try:
+        ref.tell(message)
+    except Exception:
+        pass

@@ -1,0 +1,436 @@
+"""SessionActor: one per session; it outlives the session's connections.
+
+Job: own the session's state — user, ``data``, rooms, the numbered outgoing
+stream with its bounded replay buffer, the inbound de-duplication — and run
+its handlers.
+
+Rules it keeps:
+
+* **one message at a time.** A session's handlers never run concurrently, so
+  ``ctx.session.data`` needs no lock. A handler that blocks on I/O delays
+  only its own session. An actor-based handler runs in its handler's actor;
+  meanwhile later client frames wait in this session's ``deferred`` queue, so
+  the one-at-a-time rule holds for them too.
+* **every frame of the stream is numbered and recorded before it is written**
+  (SPEC §3), so a connection lost mid-write loses nothing; connection-level
+  frames (``sys.connected``, ``sys.pong``, ``sys.ack``, errors 1003–1006)
+  are written unnumbered and never replayed.
+* **it never waits on another actor** (only tells). The connection's reader
+  greenlet *asks* it for :class:`Attach`; nothing here asks back.
+* state changes follow :data:`wscore.protocol.session.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import gevent
+
+from actors._runtime import GeventActor
+from actors.messages import (
+    Attach,
+    AttachResult,
+    ClientFrame,
+    Deliver,
+    Detach,
+    EndSession,
+    Expire,
+    HandlerFinished,
+    JoinedRoom,
+    LeaveRoom,
+    LeftRoom,
+    RoomBroadcast,
+    RunHandler,
+    SessionEnded,
+    SessionOutbound,
+    Stats,
+    Unparseable,
+)
+from wscore.config import WsServerConfig
+from wscore.context import WsContext, WsSession
+from wscore.errors import WsError
+from wscore.handlers import HandlerSpec, check_schema
+from wscore.protocol.codes import CLOSE_REPLACED, PROTOCOL_VERSION, ErrorCode, SysEvent
+from wscore.protocol.envelope import (
+    EncodedFrame,
+    Envelope,
+    encode_envelope,
+    encode_error,
+    encode_reply,
+)
+from wscore.protocol.session import (
+    InboundTracker,
+    OutgoingStream,
+    ResumeImpossible,
+    SessionInput,
+    SessionState,
+    TokenBucket,
+    next_state,
+)
+
+__all__ = ["SessionActor", "SessionEnv"]
+
+log = logging.getLogger("wscore.actors.session")
+
+
+@attrs.frozen
+class SessionEnv:
+    """Services every session actor shares (read-only for them)."""
+
+    config: WsServerConfig
+    #: The server's live handler table (event → spec).
+    handlers: Mapping[str, HandlerSpec]
+    router: Any  # ActorRef of the router
+    #: Hook for token checks on ``sys.auth`` (issue #4); returns an error or None.
+    on_auth: Callable[[Any, Envelope], WsError | None] | None = None
+    wall_clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@attrs.frozen
+class _FlushAck:
+    """Self-message: acknowledge the client's numbered frames processed so far."""
+
+
+_FLUSH_ACK = _FlushAck()
+_tokens = itertools.count(1)
+
+
+class SessionActor(GeventActor):
+    def __init__(self, session_id: str, user_id: str | None, env: SessionEnv) -> None:
+        super().__init__()
+        cfg = env.config
+        self.env = env
+        self.view = WsSession(session_id, user_id, None)
+        self.state = SessionState.DETACHED
+        self.stream = OutgoingStream(max_buffered=cfg.max_buffered_messages)
+        self.inbound = InboundTracker()
+        self.bucket = TokenBucket(rate=cfg.rate_limit, burst=cfg.rate_burst, now=env.monotonic())
+        self.outbox: Any = None  # actors.connection.Outbox while attached
+        self.conn_id: int | None = None
+        self.detached_at = env.monotonic()
+        self.generation = 0
+        self.busy_token: int | None = None
+        self.deferred: deque[ClientFrame] = deque()
+        self.ack_pending = False
+        self.refused_in_a_row = 0
+        self.frames_in = 0
+        self._dispatch: dict[type, Callable[[Any], Any]] = {
+            ClientFrame: self._on_client_frame,
+            Deliver: self._on_deliver,
+            SessionOutbound: self._on_deliver,
+            _FlushAck: self._on_flush_ack,
+            Attach: self._on_attach,
+            Detach: self._on_detach,
+            Unparseable: self._on_unparseable,
+            HandlerFinished: self._on_handler_finished,
+            JoinedRoom: self._on_joined,
+            LeftRoom: self._on_left,
+            Expire: self._on_expire,
+            EndSession: self._on_end,
+            Stats: self._on_stats,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.view._ref = self.actor_ref
+        self._arm_ttl()
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._dispatch.get(type(message))
+        if handler is None:
+            log.warning("session: unexpected message %r", type(message).__name__)
+            return None
+        return handler(message)
+
+    # -- connection binding -------------------------------------------------------------
+    def _on_attach(self, msg: Attach) -> AttachResult:
+        if self.state is SessionState.CLOSED:
+            return AttachResult(False, "session closed")
+        replay: list[str] = []
+        if msg.resume_from is not None:
+            try:
+                replay = self.stream.replay_after(msg.resume_from)
+            except ResumeImpossible as exc:
+                log.info("session of user %r cannot resume: %s", self.view.user_id, exc)
+                self._end(CLOSE_REPLACED, "session lost")
+                return AttachResult(False, str(exc))
+        if self.outbox is not None:
+            self.outbox.close(CLOSE_REPLACED, "session resumed on another connection")
+        self.state = next_state(self.state, SessionInput.ATTACH)
+        self.generation += 1
+        self.outbox = msg.outbox
+        self.conn_id = msg.conn_id
+        self._send_unnumbered(encode_envelope(SysEvent.CONNECTED.value, {
+            "sessionId": self.view.id,
+            "resumed": msg.resume_from is not None,
+            "lastSeq": self.stream.last_seq,
+            "heartbeat": self.env.config.ping_interval,
+            "v": PROTOCOL_VERSION,
+        }, now_ms=self._now_ms()))
+        for wire in replay:
+            msg.outbox.send(wire)
+        if self.inbound.highest:
+            # Tell a resuming client which of its frames already ran, so it re-sends only the rest.
+            self._send_ack_now()
+        return AttachResult(True)
+
+    def _on_detach(self, msg: Detach) -> None:
+        if msg.conn_id != self.conn_id or self.state is not SessionState.ATTACHED:
+            return  # a late report from a replaced connection
+        self.state = next_state(self.state, SessionInput.DETACH)
+        self.outbox = None
+        self.conn_id = None
+        self.generation += 1
+        self.detached_at = self.env.monotonic()
+        if not self.stream.resumable:
+            self._end(None, "")
+            return
+        self._arm_ttl()
+
+    def _arm_ttl(self, delay: float | None = None) -> None:
+        generation = self.generation
+        ref = self.actor_ref
+        gevent.spawn_later(
+            self.env.config.session_ttl if delay is None else delay,
+            _tell_quietly, ref, Expire(generation),
+        )
+
+    def _on_expire(self, msg: Expire) -> None:
+        if msg.generation != self.generation or self.state is not SessionState.DETACHED:
+            return  # stale timer (rule 3)
+        # gevent timers may fire early: re-check the clock and re-arm for the rest.
+        remaining = self.detached_at + self.env.config.session_ttl - self.env.monotonic()
+        if remaining > 0:
+            self._arm_ttl(remaining)
+            return
+        log.debug("session of user %r expired", self.view.user_id)
+        self._end(None, "")
+
+    def _on_end(self, msg: EndSession) -> None:
+        self._end(msg.close_code, msg.reason)
+
+    def _end(self, close_code: int | None, reason: str) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        if self.outbox is not None and close_code is not None:
+            self.outbox.close(close_code, reason)
+        self.outbox = None
+        router = self.env.router
+        for room_id in list(self.view._rooms):
+            _tell_quietly(router, LeaveRoom(room_id, self.view.id))
+        _tell_quietly(router, SessionEnded(self.view.id, self.view.user_id))
+        self.stop()
+
+    # -- the outgoing stream -------------------------------------------------------------
+    def _push(self, frame: EncodedFrame) -> None:
+        """Number, record, then write one session frame (SPEC §3)."""
+        stream = self.stream
+        seq = stream.next_seq()
+        wire = frame.numbered(seq)
+        stream.record(seq, wire)
+        outbox = self.outbox
+        if outbox is not None:
+            outbox.send(wire)
+        elif not stream.resumable and self.state is SessionState.DETACHED:
+            self._end(None, "")
+
+    def _send_unnumbered(self, frame: EncodedFrame) -> None:
+        if self.outbox is not None:
+            self.outbox.send(frame.unnumbered())
+
+    def _on_deliver(self, msg: Deliver | SessionOutbound) -> None:
+        if self.state is not SessionState.CLOSED:
+            self._push(msg.frame)
+
+    def _now_ms(self) -> int:
+        return int(self.env.wall_clock() * 1000)
+
+    # -- client frames ----------------------------------------------------------------------
+    def _on_client_frame(self, msg: ClientFrame) -> None:
+        if msg.conn_id != self.conn_id:
+            return  # read on a connection this session has since left; the client re-sends
+        if self.busy_token is not None:
+            self.deferred.append(msg)
+            return
+        self._process(msg.envelope)
+
+    def _on_unparseable(self, msg: Unparseable) -> None:
+        if msg.conn_id == self.conn_id:
+            self._push(encode_error(msg.error, now_ms=self._now_ms(),
+                                    correlation_id=msg.correlation_id))
+
+    def _process(self, env: Envelope) -> None:
+        self.frames_in += 1
+        event = env.event
+        if event.startswith("sys."):
+            self._system_frame(env)
+            return
+        c = env.correlation_id
+        if env.seq is not None:
+            if not self.inbound.accept(env.seq):
+                self._schedule_ack()  # a duplicate: confirm it again, run nothing
+                return
+            self._schedule_ack()
+        if not self.bucket.take(self.env.monotonic()):
+            self.refused_in_a_row += 1
+            self._push(encode_error(WsError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"over {self.env.config.rate_limit:g} messages/s; message not run",
+            ), now_ms=self._now_ms(), correlation_id=c))
+            if self.refused_in_a_row >= self.env.config.rate_abuse_close_after and self.outbox:
+                log.warning("closing a connection of user %r for sustained rate abuse",
+                            self.view.user_id)
+                self.outbox.close(ErrorCode.RATE_LIMIT_EXCEEDED.close_code, "rate limit abuse")
+            return
+        self.refused_in_a_row = 0
+        spec = self.env.handlers.get(event)
+        if spec is None:
+            self._push(encode_error(WsError(ErrorCode.HANDLER_NOT_FOUND,
+                                            f"no handler for event {event!r}", {"event": event}),
+                                    now_ms=self._now_ms(), correlation_id=c))
+            return
+        try:
+            if spec.schema is not None:
+                check_schema(spec.schema, env.payload)
+        except WsError as err:
+            self._push(encode_error(err, now_ms=self._now_ms(), correlation_id=c))
+            return
+        if spec.actor_ref is not None:
+            self._run_in_handler_actor(spec, env)
+            return
+        ctx = WsContext(env, self.view, push=self._push, route_room=self._route_room,
+                        now_ms=self._now_ms)
+        try:
+            result = spec.fn(ctx)
+        except WsError as err:
+            self._push(encode_error(err, now_ms=self._now_ms(), correlation_id=c))
+            return
+        except Exception:
+            log.exception("handler for %r raised", event)
+            self._push(_internal_error(self._now_ms(), c))
+            return
+        if not ctx.replied and (result is not None or c is not None):
+            self._reply(result, c)
+
+    def _reply(self, result: Any, c: Any) -> None:
+        try:
+            frame = encode_reply(result, c, now_ms=self._now_ms())
+        except (TypeError, ValueError):
+            log.error("handler reply is not JSON-serialisable: %r", type(result).__name__)
+            frame = _internal_error(self._now_ms(), c)
+        self._push(frame)
+
+    def _system_frame(self, env: Envelope) -> None:
+        event = env.event
+        if event == SysEvent.ACK.value:
+            p = env.payload
+            s = p.get("s") if isinstance(p, dict) else None
+            if isinstance(s, int) and not isinstance(s, bool):
+                self.stream.ack(s)
+            else:
+                self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL,
+                                                "sys.ack needs p.s, an integer", {"field": "p.s"}),
+                                        now_ms=self._now_ms(), correlation_id=env.correlation_id))
+        elif event == SysEvent.PING.value:
+            self._send_unnumbered(encode_envelope(SysEvent.PONG.value, env.payload,
+                                                  now_ms=self._now_ms(),
+                                                  correlation_id=env.correlation_id))
+        elif event == SysEvent.AUTH.value and self.env.on_auth is not None:
+            error = self.env.on_auth(self, env)
+            if error is None and env.correlation_id is not None:
+                self._reply(None, env.correlation_id)
+        else:
+            self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL,
+                                            f"{event!r}: the sys.* namespace is reserved",
+                                            {"event": event}),
+                                    now_ms=self._now_ms(), correlation_id=env.correlation_id))
+
+    def _schedule_ack(self) -> None:
+        # Batch acknowledgements: frames already queued are processed before the
+        # _FlushAck that the first of them enqueued, so one sys.ack covers them all.
+        if not self.ack_pending:
+            self.ack_pending = True
+            self.actor_ref.tell(_FLUSH_ACK)
+
+    def _on_flush_ack(self, msg: _FlushAck) -> None:
+        self.ack_pending = False
+        self._send_ack_now()
+
+    def _send_ack_now(self) -> None:
+        self._send_unnumbered(encode_envelope(SysEvent.ACK.value, {"s": self.inbound.highest},
+                                              now_ms=self._now_ms()))
+
+    # -- rooms --------------------------------------------------------------------------------
+    def _route_room(self, room_id: str, frame: EncodedFrame, event: str, payload: Any,
+                    exclude: str | None) -> None:
+        self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
+
+    def _on_joined(self, msg: JoinedRoom) -> None:
+        self.view._rooms.add(msg.room_id)
+
+    def _on_left(self, msg: LeftRoom) -> None:
+        self.view._rooms.discard(msg.room_id)
+
+    # -- actor-based handlers ------------------------------------------------------------------
+    def _run_in_handler_actor(self, spec: HandlerSpec, env: Envelope) -> None:
+        token = next(_tokens)
+        self.busy_token = token
+        ref = self.actor_ref
+        router = self.env.router
+        sender = self.view.id
+
+        def push(frame: EncodedFrame) -> None:
+            ref.tell(SessionOutbound(frame))
+
+        def route_room(room_id: str, frame: EncodedFrame, event: str, payload: Any,
+                       exclude: str | None) -> None:
+            router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, sender))
+
+        ctx = WsContext(env, self.view, push=push, route_room=route_room, now_ms=self._now_ms)
+        spec.actor_ref.tell(RunHandler(token, spec.fn, ctx, ref))
+
+    def _on_handler_finished(self, msg: HandlerFinished) -> None:
+        if msg.token != self.busy_token:
+            return
+        self.busy_token = None
+        if msg.error is not None:
+            self._push(encode_error(msg.error, now_ms=self._now_ms(), correlation_id=msg.correlation_id))
+        elif not msg.replied and (msg.result is not None or msg.correlation_id is not None):
+            self._reply(msg.result, msg.correlation_id)
+        while self.deferred and self.busy_token is None:
+            frame = self.deferred.popleft()
+            if frame.conn_id == self.conn_id:
+                self._process(frame.envelope)
+
+    def _on_stats(self, msg: Stats) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "last_seq": self.stream.last_seq,
+            "acked": self.stream.acked,
+            "buffered": self.stream.buffered,
+            "client_seq": self.inbound.highest,
+            "rooms": len(self.view._rooms),
+            "frames_in": self.frames_in,
+        }
+
+
+def _internal_error(now_ms: int, c: Any) -> EncodedFrame:
+    # No detail leaks to the client (SPEC §3): the traceback is in the server log only.
+    return encode_error(WsError(ErrorCode.INTERNAL_ERROR, "internal server error"),
+                        now_ms=now_ms, correlation_id=c)
+
+
+def _tell_quietly(ref: Any, message: Any) -> None:
+    """Tell ``ref`` unless it has stopped (timers and clean-up race with shutdown)."""
+    try:
+        ref.tell(message)
+    except Exception:
+        pass

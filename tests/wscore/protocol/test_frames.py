@@ -1,0 +1,120 @@
+"""RFC 6455 codec: two peers wired back to back in memory, no sockets."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from wscore.errors import MessageTooBig, PeerProtocolError
+from wscore.protocol import frames as f
+
+MASK = b"\x01\x02\x03\x04"
+
+
+def client_frame(op: int, payload: bytes, *, fin: bool = True) -> bytes:
+    return f.encode_frame(op, payload, fin=fin, mask_key=MASK)
+
+
+def server() -> f.FrameDecoder:
+    return f.FrameDecoder(role="server", max_message_bytes=1000)
+
+
+def test_client_to_server_roundtrip_in_any_slicing() -> None:
+    wire = client_frame(f.OP_TEXT, "héllo".encode()) + client_frame(f.OP_BINARY, b"\x00\xff")
+    for step in (1, 2, 3, 7, len(wire)):
+        dec = server()
+        events: list[f.FrameEvent] = []
+        for i in range(0, len(wire), step):
+            events += dec.feed(wire[i : i + step])
+        assert events == [f.TextMessage("héllo"), f.BinaryMessage(b"\x00\xff")]
+
+
+def test_server_to_client_and_lengths() -> None:
+    dec = f.FrameDecoder(role="client", max_message_bytes=1 << 20)
+    for n in (0, 125, 126, 65535, 65536):
+        payload = b"x" * n
+        assert dec.feed(f.encode_frame(f.OP_BINARY, payload)) == [f.BinaryMessage(payload)]
+
+
+def test_fragmented_text_with_interleaved_ping() -> None:
+    dec = server()
+    text = "€uro".encode()
+    wire = (client_frame(f.OP_TEXT, text[:2], fin=False) + client_frame(f.OP_PING, b"p")
+            + client_frame(f.OP_CONTINUATION, text[2:]))
+    assert dec.feed(wire) == [f.PingReceived(b"p"), f.TextMessage("€uro")]
+
+
+def test_size_limit_is_enforced_from_the_header() -> None:
+    dec = f.FrameDecoder(role="server", max_message_bytes=10)
+    header_only = client_frame(f.OP_TEXT, b"x" * 11)[:8]  # header + mask, no payload yet
+    with pytest.raises(MessageTooBig) as info:
+        dec.feed(header_only)
+    assert info.value.close_code == 1009
+
+
+def test_size_limit_counts_all_fragments() -> None:
+    dec = f.FrameDecoder(role="server", max_message_bytes=10)
+    dec.feed(client_frame(f.OP_TEXT, b"x" * 6, fin=False))
+    with pytest.raises(MessageTooBig):
+        dec.feed(client_frame(f.OP_CONTINUATION, b"x" * 6)[:8])
+
+
+@pytest.mark.parametrize(
+    ("wire", "close_code"),
+    [
+        (f.encode_frame(f.OP_TEXT, b"hi"), 1002),  # unmasked client frame
+        (bytes([0x80 | 0x40 | f.OP_TEXT, 0x80]) + MASK, 1002),  # RSV1 without extension
+        (client_frame(0x3, b""), 1002),  # reserved opcode
+        (client_frame(f.OP_PING, b"x", fin=False), 1002),  # fragmented control
+        (client_frame(f.OP_CONTINUATION, b"x"), 1002),  # continuation out of nowhere
+        (client_frame(f.OP_TEXT, b"\xff\xfe"), 1007),  # invalid UTF-8
+        (client_frame(f.OP_CLOSE, b"\x03"), 1002),  # 1-byte close body
+        (client_frame(f.OP_CLOSE, struct.pack("!H", 1005)), 1002),  # reserved close code
+    ],
+)
+def test_violations_name_their_close_code(wire: bytes, close_code: int) -> None:
+    with pytest.raises(PeerProtocolError) as info:
+        server().feed(wire)
+    assert info.value.close_code == close_code
+
+
+def test_invalid_utf8_fails_fast_on_first_fragment() -> None:
+    dec = server()
+    with pytest.raises(PeerProtocolError):
+        dec.feed(client_frame(f.OP_TEXT, b"ok\xc0\xaf", fin=False))
+
+
+def test_new_message_inside_fragmented_one_is_refused() -> None:
+    dec = server()
+    dec.feed(client_frame(f.OP_TEXT, b"a", fin=False))
+    with pytest.raises(PeerProtocolError):
+        dec.feed(client_frame(f.OP_TEXT, b"b"))
+
+
+def test_close_frames_carry_code_and_reason() -> None:
+    wire = f.encode_close(4003, "authRequired")
+    assert wire[2:4] == struct.pack("!H", 4003)
+    dec = f.FrameDecoder(role="client", max_message_bytes=100)
+    assert dec.feed(wire) == [f.CloseReceived(4003, "authRequired")]
+    assert f.FrameDecoder(role="client", max_message_bytes=1).feed(f.encode_close(None)) == [
+        f.CloseReceived(None, "")
+    ]
+
+
+def test_close_reason_is_truncated_to_a_valid_control_frame() -> None:
+    wire = f.encode_close(1000, "é" * 200)
+    assert len(wire) <= 2 + 125
+    (event,) = f.FrameDecoder(role="client", max_message_bytes=1000).feed(wire)
+    assert isinstance(event, f.CloseReceived) and event.reason == "é" * 61
+
+
+def test_accept_key_matches_rfc_example() -> None:
+    # RFC 6455 §1.3
+    assert f.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_mask_is_an_involution() -> None:
+    data = bytes(range(256)) * 3
+    assert f.mask_bytes(MASK, f.mask_bytes(MASK, data)) == data
+    assert f.mask_bytes(MASK, b"") == b""

@@ -1,0 +1,91 @@
+"""The session state machine and its numbered streams (pure)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from wscore.protocol.session import (
+    TRANSITIONS,
+    InboundTracker,
+    OutgoingStream,
+    ResumeImpossible,
+    SessionInput,
+    SessionState,
+    TokenBucket,
+    next_state,
+)
+
+
+def test_transition_table_is_total() -> None:
+    pairs = set(itertools.product(SessionState, SessionInput))
+    assert set(TRANSITIONS) == pairs
+
+
+def test_closed_is_terminal_and_expiry_only_closes_detached() -> None:
+    assert all(next_state(SessionState.CLOSED, i) is SessionState.CLOSED for i in SessionInput)
+    assert next_state(SessionState.ATTACHED, SessionInput.EXPIRE) is SessionState.ATTACHED
+    assert next_state(SessionState.DETACHED, SessionInput.EXPIRE) is SessionState.CLOSED
+
+
+def fill(stream: OutgoingStream, n: int) -> None:
+    for _ in range(n):
+        seq = stream.next_seq()
+        stream.record(seq, f"m{seq}")
+
+
+def test_replay_after_returns_exactly_the_unseen_frames_in_order() -> None:
+    s = OutgoingStream(max_buffered=100)
+    fill(s, 10)
+    s.ack(3)
+    assert s.replay_after(6) == ["m7", "m8", "m9", "m10"]
+    assert s.acked == 6 and s.buffered == 4
+    assert s.replay_after(10) == []
+
+
+def test_ack_is_cumulative_and_capped() -> None:
+    s = OutgoingStream(max_buffered=100)
+    fill(s, 5)
+    s.ack(99)
+    assert s.acked == 5 and s.buffered == 0
+    s.ack(2)  # stale ack changes nothing
+    assert s.acked == 5
+
+
+def test_overflow_makes_old_resumes_impossible_never_a_gap() -> None:
+    s = OutgoingStream(max_buffered=3)
+    fill(s, 5)  # frames 1 and 2 dropped unacknowledged
+    assert s.dropped_through == 2 and not s.resumable
+    with pytest.raises(ResumeImpossible):
+        s.replay_after(1)
+    assert s.replay_after(2) == ["m3", "m4", "m5"]
+
+
+def test_dropping_acknowledged_frames_keeps_resumability() -> None:
+    s = OutgoingStream(max_buffered=2)
+    fill(s, 2)
+    s.ack(2)
+    fill(s, 2)
+    assert s.resumable and s.replay_after(2) == ["m3", "m4"]
+
+
+def test_resume_from_the_future_is_impossible() -> None:
+    s = OutgoingStream(max_buffered=3)
+    fill(s, 1)
+    with pytest.raises(ResumeImpossible):
+        s.replay_after(2)
+
+
+def test_inbound_duplicates_run_once() -> None:
+    t = InboundTracker()
+    assert [t.accept(s) for s in (1, 2, 2, 1, 3, None, None)] == [True, True, False, False, True,
+                                                                   True, True]
+    assert t.highest == 3
+
+
+def test_token_bucket_refills_with_passed_in_time() -> None:
+    b = TokenBucket(rate=10, burst=2, now=0.0)
+    assert [b.take(0.0) for _ in range(3)] == [True, True, False]
+    assert b.take(0.1) and not b.take(0.1)
+    assert b.take(10.0) and b.take(10.0) and not b.take(10.0)  # capped at burst

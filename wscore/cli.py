@@ -1,0 +1,105 @@
+"""The ``wscore`` command.
+
+    wscore run MODULE:ATTR [--host H] [--port P] [--log-level L]
+    wscore client URL [...]            interactive line client
+    wscore sandbox proxy|run ...       the flaky-network sandbox
+
+User mistakes get one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import attrs
+
+from wscore.errors import ConfigError
+from wscore.server import WsServer
+
+__all__ = ["load_server", "main"]
+
+
+class TargetError(Exception):
+    """The MODULE:ATTR target cannot be used (message is the one line to show)."""
+
+
+def load_server(target: str) -> WsServer:
+    """Import ``MODULE:ATTR`` (current directory on the path) and return the WsServer there."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"target must look like MODULE:ATTR (e.g. examples.chat.app:server), "
+                          f"got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise TargetError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:
+        raise TargetError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, WsServer):
+        raise TargetError(f"{target} is a {type(obj).__name__}, not a wscore.WsServer")
+    return obj
+
+
+def _run(args: argparse.Namespace) -> int:
+    server = load_server(args.target)
+    overrides = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if overrides:
+        server.config = attrs.evolve(server.config, **overrides)
+    server.start()
+    logging.getLogger("wscore.cli").info(
+        "serving %s on %s (healthz: http://%s:%d/healthz)", args.target, server.url,
+        server.url.split("//", 1)[1].split(":", 1)[0], server.port)
+    server.serve_forever()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:
+        from sandbox.cli import main as sandbox_main
+
+        return sandbox_main(argv[1:])
+    if argv[:1] == ["client"]:
+        from wscore.client.cli import main as client_main
+
+        return client_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="wscore", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve a WsServer object from an importable module")
+    run.add_argument("target", help="MODULE:ATTR, e.g. examples.chat.app:server")
+    run.add_argument("--host", default=None)
+    run.add_argument("--port", type=int, default=None)
+    run.add_argument("--log-level", default="INFO")
+    sub.add_parser("client", help="interactive line client (wscore client URL)")
+    sub.add_parser("sandbox", help="flaky-network sandbox (wscore sandbox proxy|run …)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (TargetError, ConfigError) as exc:
+        print(f"wscore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Server configuration: one frozen, validated, keyword-only value (SPEC §4).
+
+``WsServerConfig.dev(**overrides)`` is relaxed for local work;
+``WsServerConfig.prod(**overrides)`` has tight timeouts, forces auth and
+cleans up fast. Derive variants with :func:`attrs.evolve` (validators re-run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from wscore.errors import ConfigError
+
+__all__ = ["WsServerConfig"]
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"port must be an integer in 0..65535, got {value!r}")
+
+
+def _path(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"path must start with '/', got {value!r}")
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        return tuple((str(k), str(v)) for k, v in items)
+    except (TypeError, ValueError):
+        raise ConfigError("cors_headers must be a mapping or (name, value) pairs") from None
+
+
+def _origins(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+@attrs.frozen(kw_only=True)
+class WsServerConfig:
+    """Every knob of a :class:`~wscore.WsServer`. Times are seconds (float)."""
+
+    # -- where ------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8080, validator=_port)
+    path: str = attrs.field(default="/ws", validator=_path)
+    # -- who --------------------------------------------------------------
+    require_auth: bool = False
+    #: Extra headers on every plain HTTP response (e.g. Access-Control-Allow-Origin).
+    cors_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_headers)
+    #: Origins allowed to open a WebSocket (None: any). Others get HTTP 403.
+    allowed_origins: tuple[str, ...] | None = attrs.field(default=None, converter=_origins)
+    # -- liveness -----------------------------------------------------------
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    #: No frame at all from the client for this long → the connection is dropped.
+    ping_timeout: float = attrs.field(default=60.0, validator=_positive)
+    #: How long a detached session waits for its client before it ends.
+    session_ttl: float = attrs.field(default=300.0, validator=_positive)
+    #: Seconds a client has to finish the HTTP upgrade (slowloris guard).
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    # -- limits -----------------------------------------------------------
+    max_buffered_messages: int = attrs.field(default=1000, validator=_positive)
+    max_message_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    #: Frames queued to one slow connection before it is cut (its session keeps the replay buffer).
+    max_queued_frames: int = attrs.field(default=1000, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    #: Messages per second per session (token bucket refill) and bucket size.
+    rate_limit: float = attrs.field(default=100.0, validator=_positive)
+    rate_burst: float = attrs.field(default=200.0, validator=_positive)
+    #: Refused messages in a row (no accepted one between) before closing with 4010.
+    rate_abuse_close_after: int = attrs.field(default=200, validator=_positive)
+    #: Seconds stop() waits for connections to flush their close frames.
+    shutdown_timeout: float = attrs.field(default=5.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.ping_timeout <= self.ping_interval:
+            raise ConfigError(
+                f"ping_timeout ({self.ping_timeout}) must exceed ping_interval ({self.ping_interval})"
+            )
+
+    @classmethod
+    def dev(cls, **overrides: Any) -> WsServerConfig:
+        """Relaxed defaults for local development: no auth, long TTLs, generous limits."""
+        return cls._make(dict(require_auth=False, session_ttl=300.0, rate_limit=1000.0,
+                              rate_burst=2000.0), overrides)
+
+    @classmethod
+    def prod(cls, **overrides: Any) -> WsServerConfig:
+        """Production defaults: auth required, tight timeouts, fast clean-up."""
+        return cls._make(
+            dict(host="0.0.0.0", require_auth=True, ping_interval=15.0, ping_timeout=35.0,
+                 session_ttl=60.0, handshake_timeout=5.0, max_message_bytes=256 * 1024,
+                 rate_limit=50.0, rate_burst=100.0, rate_abuse_close_after=100),
+            overrides,
+        )
+
+    @classmethod
+    def _make(cls, base: dict[str, Any], overrides: dict[str, Any]) -> WsServerConfig:
+        fields = attrs.fields_dict(cls)
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown WsServerConfig field(s): {', '.join(unknown)}")
+        try:
+            return cls(**{**base, **overrides})
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None

@@ -1,0 +1,295 @@
+"""RFC 6455 framing, sans I/O.
+
+:class:`FrameDecoder` takes the bytes read from a socket and returns complete
+events; the ``encode_*`` functions return the bytes to write. Limits are
+enforced from the frame *header*, before a payload is buffered (SPEC §4
+``max_message_bytes``), and UTF-8 is validated incrementally per fragment so a
+bad text message fails fast (RFC 6455 §8.1).
+
+The decoder is role-aware: a server requires masked client frames (§5.1) and a
+client requires unmasked server frames. Masking keys for outgoing client frames
+are passed in by the caller (the core draws no randomness).
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import struct
+from typing import Literal
+
+import attrs
+
+from wscore.errors import MessageTooBig, PeerProtocolError
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONTINUATION",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "BinaryMessage",
+    "CloseReceived",
+    "FrameDecoder",
+    "FrameEvent",
+    "PingReceived",
+    "PongReceived",
+    "TextMessage",
+    "accept_key",
+    "encode_close",
+    "encode_frame",
+    "mask_bytes",
+    "parse_close_payload",
+]
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+Role = Literal["server", "client"]
+
+
+@attrs.frozen
+class TextMessage:
+    """A complete, UTF-8-valid text message."""
+
+    text: str
+
+
+@attrs.frozen
+class BinaryMessage:
+    """A complete binary message."""
+
+    data: bytes
+
+
+@attrs.frozen
+class PingReceived:
+    payload: bytes
+
+
+@attrs.frozen
+class PongReceived:
+    payload: bytes
+
+
+@attrs.frozen
+class CloseReceived:
+    """The peer's close frame; ``code`` is None when it carried no status (RFC 6455 §7.1.5)."""
+
+    code: int | None
+    reason: str
+
+
+FrameEvent = TextMessage | BinaryMessage | PingReceived | PongReceived | CloseReceived
+
+
+def accept_key(client_key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1(client_key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def mask_bytes(mask: bytes, payload: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` (RFC 6455 §5.3), at C speed.
+
+    Python's big integers do the XOR in one call, which is ~100x faster than a
+    per-byte loop (the hotspot of stock gevent-websocket).
+    """
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+def encode_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask_key: bytes | None = None
+) -> bytes:
+    """One frame. Servers pass no ``mask_key``; clients must pass 4 random bytes."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    mask_bit = 0x80 if mask_key is not None else 0
+    if n < 126:
+        header = struct.pack("!BB", first, mask_bit | n)
+    elif n < 0x10000:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if mask_key is None:
+        return header + payload
+    return header + mask_key + mask_bytes(mask_key, payload)
+
+
+def encode_close(code: int | None, reason: str = "", *, mask_key: bytes | None = None) -> bytes:
+    """A close frame *with* its status code on the wire (RFC 6455 §5.5.1).
+
+    The reason is truncated so the control frame stays within 125 bytes.
+    """
+    if code is None:
+        return encode_frame(OP_CLOSE, b"", mask_key=mask_key)
+    body = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+    # Truncation may have cut a multi-byte character: drop the broken tail.
+    body = body[:2] + body[2:].decode("utf-8", "ignore").encode("utf-8")
+    return encode_frame(OP_CLOSE, body, mask_key=mask_key)
+
+
+def _close_code_is_valid(code: int) -> bool:
+    # RFC 6455 §7.4.1/§7.4.2: 1004-1006 and 1015 must never be sent; 1012-1014
+    # are registered by IANA since; 3000-4999 are for libraries/applications.
+    if 1000 <= code <= 1014:
+        return code not in (1004, 1005, 1006)
+    return 3000 <= code <= 4999
+
+
+def parse_close_payload(payload: bytes) -> CloseReceived:
+    """Decode a close frame body; raise :class:`PeerProtocolError` if it is malformed."""
+    if not payload:
+        return CloseReceived(None, "")
+    if len(payload) < 2:
+        raise PeerProtocolError("close frame with a 1-byte body")
+    (code,) = struct.unpack("!H", payload[:2])
+    if not _close_code_is_valid(code):
+        raise PeerProtocolError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise PeerProtocolError("close reason is not UTF-8", close_code=1007) from None
+    return CloseReceived(code, reason)
+
+
+class FrameDecoder:
+    """Incremental RFC 6455 decoder: ``feed(bytes)`` → list of complete events.
+
+    Raises :class:`PeerProtocolError` (or :class:`MessageTooBig`) on the first
+    violation; the decoder is then unusable and the connection must be closed
+    with the error's ``close_code``.
+    """
+
+    def __init__(self, *, role: Role, max_message_bytes: int) -> None:
+        self._expect_mask = role == "server"
+        self._max = max_message_bytes
+        self._buf = bytearray()
+        self._msg_opcode: int | None = None  # opcode of the fragmented message in progress
+        self._msg_parts: list[bytes] = []
+        self._msg_size = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._text_parts: list[str] = []
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for incomplete frames and messages (for memory accounting)."""
+        return len(self._buf) + self._msg_size
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        """Consume ``data``; return every event it completes, in order."""
+        buf = self._buf
+        buf += data
+        events: list[FrameEvent] = []
+        pos = 0
+        end = len(buf)
+        while True:
+            if end - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            fin = b0 & 0x80
+            if b0 & 0x70:
+                raise PeerProtocolError("reserved bits set without a negotiated extension")
+            opcode = b0 & 0x0F
+            masked = b1 & 0x80
+            length = b1 & 0x7F
+            hdr = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                (length,) = struct.unpack_from("!H", buf, pos + 2)
+                hdr = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                (length,) = struct.unpack_from("!Q", buf, pos + 2)
+                if length >> 63:
+                    raise PeerProtocolError("64-bit length with the top bit set")
+                hdr = 10
+            if bool(masked) != self._expect_mask:
+                raise PeerProtocolError(
+                    "client frames must be masked" if self._expect_mask
+                    else "server frames must not be masked"
+                )
+            control = opcode & 0x08
+            if control:
+                if not fin:
+                    raise PeerProtocolError("fragmented control frame")
+                if length > 125:
+                    raise PeerProtocolError("control frame longer than 125 bytes")
+            elif opcode not in (OP_CONTINUATION, OP_TEXT, OP_BINARY):
+                raise PeerProtocolError(f"reserved opcode {opcode:#x}")
+            else:
+                # Enforce the size limit from the header, before buffering the payload.
+                if opcode == OP_CONTINUATION:
+                    if self._msg_opcode is None:
+                        raise PeerProtocolError("continuation frame without a message in progress")
+                elif self._msg_opcode is not None:
+                    raise PeerProtocolError("new data frame before the fragmented message ended")
+                total = self._msg_size + length
+                if total > self._max:
+                    raise MessageTooBig(total, self._max)
+            if masked:
+                hdr += 4
+            if end - pos < hdr + length:
+                break
+            if masked:
+                mask = bytes(buf[pos + hdr - 4 : pos + hdr])
+                payload = mask_bytes(mask, bytes(buf[pos + hdr : pos + hdr + length]))
+            else:
+                payload = bytes(buf[pos + hdr : pos + hdr + length])
+            pos += hdr + length
+            if control:
+                if opcode == OP_PING:
+                    events.append(PingReceived(payload))
+                elif opcode == OP_PONG:
+                    events.append(PongReceived(payload))
+                elif opcode == OP_CLOSE:
+                    events.append(parse_close_payload(payload))
+                else:
+                    raise PeerProtocolError(f"reserved control opcode {opcode:#x}")
+                continue
+            event = self._data_frame(opcode, bool(fin), payload)
+            if event is not None:
+                events.append(event)
+        if pos:
+            del buf[:pos]
+        return events
+
+    def _data_frame(self, opcode: int, fin: bool, payload: bytes) -> FrameEvent | None:
+        if opcode != OP_CONTINUATION:
+            self._msg_opcode = opcode
+            self._utf8.reset()
+        msg_opcode = self._msg_opcode
+        if msg_opcode == OP_TEXT:
+            try:
+                self._text_parts.append(self._utf8.decode(payload, fin))
+            except UnicodeDecodeError:
+                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007) from None
+        else:
+            self._msg_parts.append(payload)
+        self._msg_size += len(payload)
+        if not fin:
+            return None
+        self._msg_opcode = None
+        self._msg_size = 0
+        if msg_opcode == OP_TEXT:
+            text = self._text_parts[0] if len(self._text_parts) == 1 else "".join(self._text_parts)
+            self._text_parts = []
+            return TextMessage(text)
+        data = self._msg_parts[0] if len(self._msg_parts) == 1 else b"".join(self._msg_parts)
+        self._msg_parts = []
+        return BinaryMessage(data)

@@ -1,0 +1,179 @@
+"""A session's life and its two numbered streams, sans I/O (SPEC §3 "Resume").
+
+Rules kept here (and tested for totality in ``tests/wscore/protocol/test_session.py``):
+
+1. A session is ATTACHED (one live connection), DETACHED (no connection; it
+   waits ``session_ttl`` for its client) or CLOSED (terminal).
+2. Attaching while attached is a *takeover*: the old connection is closed
+   with 4000 and the new one carries on the same stream.
+3. Expiry only closes a DETACHED session; an expiry that fires after a
+   re-attach is stale and ignored.
+4. Nothing leaves CLOSED.
+
+The outgoing stream numbers every session frame 1, 2, 3 … and keeps the
+unacknowledged ones (at most ``max_buffered``) for replay. When it must drop
+an unacknowledged frame to stay bounded it remembers the highest seq it
+dropped: a resume from before that point is impossible (1006), never a gap.
+
+The inbound tracker remembers the highest client ``s`` processed so a frame
+re-sent after a reconnect runs exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+__all__ = [
+    "TRANSITIONS",
+    "InboundTracker",
+    "OutgoingStream",
+    "ResumeImpossible",
+    "SessionInput",
+    "SessionState",
+    "TokenBucket",
+    "next_state",
+]
+
+
+class SessionState(enum.Enum):
+    ATTACHED = "attached"
+    DETACHED = "detached"
+    CLOSED = "closed"
+
+
+class SessionInput(enum.Enum):
+    ATTACH = "attach"  # a connection (new, resumed or taking over) is bound
+    DETACH = "detach"  # the bound connection went away
+    EXPIRE = "expire"  # the session_ttl timer fired
+    CLOSE = "close"  # server shutdown or explicit end
+
+
+_S, _I = SessionState, SessionInput
+#: The whole state machine: every (state, input) pair has exactly one entry.
+TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
+    (_S.ATTACHED, _I.ATTACH): _S.ATTACHED,  # takeover (rule 2)
+    (_S.ATTACHED, _I.DETACH): _S.DETACHED,
+    (_S.ATTACHED, _I.EXPIRE): _S.ATTACHED,  # stale timer (rule 3)
+    (_S.ATTACHED, _I.CLOSE): _S.CLOSED,
+    (_S.DETACHED, _I.ATTACH): _S.ATTACHED,  # resume
+    (_S.DETACHED, _I.DETACH): _S.DETACHED,  # a late report from an old connection
+    (_S.DETACHED, _I.EXPIRE): _S.CLOSED,
+    (_S.DETACHED, _I.CLOSE): _S.CLOSED,
+    (_S.CLOSED, _I.ATTACH): _S.CLOSED,  # rule 4: the caller answers 1006
+    (_S.CLOSED, _I.DETACH): _S.CLOSED,
+    (_S.CLOSED, _I.EXPIRE): _S.CLOSED,
+    (_S.CLOSED, _I.CLOSE): _S.CLOSED,
+}
+
+
+def next_state(state: SessionState, event: SessionInput) -> SessionState:
+    """Look the transition up in :data:`TRANSITIONS`."""
+    return TRANSITIONS[(state, event)]
+
+
+class ResumeImpossible(Exception):
+    """The stream cannot replay what follows the client's ``last_seq`` (answer 1006)."""
+
+
+class OutgoingStream:
+    """Numbers a session's frames and keeps the unacknowledged ones for replay.
+
+    Entries are ``(seq, wire_text)``. ``ack(n)`` is cumulative (SPEC §3).
+    """
+
+    def __init__(self, *, max_buffered: int) -> None:
+        if max_buffered < 1:
+            raise ValueError("max_buffered must be at least 1")
+        self._max = max_buffered
+        self._buffer: deque[tuple[int, str]] = deque()
+        self.last_seq = 0  # highest seq assigned
+        self.acked = 0  # highest seq the client acknowledged
+        self.dropped_through = 0  # highest unacknowledged seq dropped for space
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def resumable(self) -> bool:
+        """False once an unacknowledged frame was dropped after the last ack."""
+        return self.dropped_through <= self.acked
+
+    def next_seq(self) -> int:
+        """Assign the next sequence number (the caller then calls :meth:`record`)."""
+        self.last_seq += 1
+        return self.last_seq
+
+    def record(self, seq: int, wire: str) -> None:
+        """Keep ``wire`` (frame ``seq``) until it is acknowledged."""
+        buf = self._buffer
+        buf.append((seq, wire))
+        if len(buf) > self._max:
+            dropped_seq, _ = buf.popleft()
+            if dropped_seq > self.acked:
+                self.dropped_through = dropped_seq
+
+    def ack(self, seq: int) -> None:
+        """Cumulative acknowledgement of everything ≤ ``seq`` (values beyond ``last_seq`` are capped)."""
+        seq = min(seq, self.last_seq)
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        buf = self._buffer
+        while buf and buf[0][0] <= seq:
+            buf.popleft()
+
+    def replay_after(self, last_seq: int) -> list[str]:
+        """Frames the client has not seen, in order; raises :class:`ResumeImpossible`.
+
+        ``last_seq`` also acknowledges everything up to it.
+        """
+        if last_seq > self.last_seq or last_seq < 0:
+            raise ResumeImpossible(
+                f"client claims seq {last_seq} but the stream is at {self.last_seq}"
+            )
+        if last_seq < self.dropped_through:
+            raise ResumeImpossible(
+                f"frames up to {self.dropped_through} were dropped from a full buffer"
+            )
+        self.ack(last_seq)
+        return [wire for seq, wire in self._buffer if seq > last_seq]
+
+
+class InboundTracker:
+    """De-duplicates the client's numbered frames (SPEC §3: run exactly once)."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+
+    def accept(self, seq: int | None) -> bool:
+        """True if the frame must run; False for a duplicate. Unnumbered frames always run."""
+        if seq is None:
+            return True
+        if seq <= self.highest:
+            return False
+        self.highest = seq
+        return True
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved (time passed in)."""
+
+    def __init__(self, *, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._tokens = self.burst
+        self._stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; False means "over the limit"."""
+        tokens = self._tokens + (now - self._stamp) * self.rate
+        self._stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False

@@ -1,0 +1,524 @@
+"""WsServer: the public server object (SPEC §2) and its connection lifecycle.
+
+The server wires the pieces together and owns nothing that an actor owns:
+
+* :mod:`wscore.transport` accepts sockets and upgrades them;
+* each upgraded socket gets a *reader* (the socket's own greenlet, running
+  :meth:`WsServer._serve_connection`) and a :class:`~actors.ConnectionActor`
+  writer; the reader authenticates, asks the router for a session (new or
+  resumed), attaches, then decodes frames and tells them to the session;
+* when the socket ends the reader tells the session ``Detach`` — the session
+  lives on for ``session_ttl``.
+
+Shutdown (:meth:`stop`, SIGTERM in :meth:`serve_forever`): stop accepting,
+end every session (connections get close 1001 "going away" after the frames
+already queued), wait up to ``shutdown_timeout`` for sockets to finish, then
+stop every actor. A stopped server cannot be started again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, overload
+
+import gevent
+import gevent.event
+import pykka
+
+from actors.connection import ConnectionActor, Outbox
+from actors.handler import HandlerActor
+from actors.messages import (
+    Attach,
+    AttachResult,
+    ClaimSession,
+    ClientFrame,
+    Detach,
+    JoinRoom,
+    LeaveRoom,
+    OpenSession,
+    RoomBroadcast,
+    RoomMembers,
+    SendToSessions,
+    Stats,
+    StopAll,
+    Unparseable,
+)
+from actors.router import FindRoom, RouterActor
+from actors.session import SessionEnv
+from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
+from wscore.behaviours import WsActorController, WsController
+from wscore.config import WsServerConfig
+from wscore.context import WsSession
+from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
+from wscore.handlers import Handler, HandlerSpec, Schema
+from wscore.protocol.codes import CLOSE_GOING_AWAY, ErrorCode, SysEvent
+from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
+from wscore.transport import TransportServer, WsTransport
+
+__all__ = ["Rooms", "WsServer"]
+
+log = logging.getLogger("wscore.server")
+
+_ASK_TIMEOUT = 10.0
+
+
+class Rooms:
+    """``server.rooms``: join, leave, list and broadcast to rooms (SPEC §2)."""
+
+    def __init__(self, server: WsServer) -> None:
+        self._server = server
+        self._behaviours: list[tuple[str, Callable[[str], Any]]] = []
+
+    def join(self, room_id: str, session: WsSession | str) -> None:
+        """Add ``session`` (a :class:`WsSession` or a session id) to ``room_id``."""
+        room_id = _room_id(room_id)
+        if isinstance(session, WsSession):
+            # Visible at once to the handler that asked; the room confirms it again.
+            session._rooms.add(room_id)
+            self._server._router.tell(JoinRoom(room_id, session.id, session._ref))
+        else:
+            self._server._router.tell(JoinRoom(room_id, str(session)))
+
+    def leave(self, room_id: str, session: WsSession | str) -> None:
+        room_id = _room_id(room_id)
+        if isinstance(session, WsSession):
+            session._rooms.discard(room_id)
+            session_id = session.id
+        else:
+            session_id = str(session)
+        self._server._router.tell(LeaveRoom(room_id, session_id))
+
+    def members(self, room_id: str) -> list[str]:
+        """Session ids in the room (server-side data: never send them to other clients)."""
+        ref = self._server._router.ask(FindRoom(_room_id(room_id)), timeout=_ASK_TIMEOUT)
+        if ref is None:
+            return []
+        try:
+            members: list[str] = ref.ask(RoomMembers(), timeout=_ASK_TIMEOUT)
+        except pykka.ActorDeadError:
+            return []
+        return members
+
+    def broadcast(self, room_id: str, event: str, payload: Any = None) -> None:
+        """Send ``event`` to every member of the room (encoded once for all)."""
+        frame = encode_envelope(event, payload, now_ms=_now_ms())
+        self._server._router.tell(RoomBroadcast(_room_id(room_id), frame, event, payload))
+
+    def set_behaviour(self, factory: Callable[[str], Any], *, prefix: str = "") -> None:
+        """Rooms whose id starts with ``prefix`` get ``factory(room_id)`` as their behaviour.
+
+        Applies to rooms created afterwards; the longest matching prefix wins.
+        """
+        self._behaviours.append((prefix, factory))
+        self._behaviours.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def _behaviour_for(self, room_id: str) -> Any:
+        for prefix, factory in self._behaviours:
+            if room_id.startswith(prefix):
+                return factory(room_id)
+        return None
+
+
+def _room_id(room_id: Any) -> str:
+    if not isinstance(room_id, str) or not room_id:
+        raise UsageError(f"room id must be a non-empty string, got {room_id!r}")
+    return room_id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Conn:
+    """The server's record of one live connection (for heartbeat, /healthz, shutdown)."""
+
+    __slots__ = ("last_ping", "outbox", "transport")
+
+    def __init__(self, transport: WsTransport, outbox: Outbox) -> None:
+        self.transport = transport
+        self.outbox = outbox
+        self.last_ping = time.monotonic()
+
+
+class WsServer:
+    """A wscore server. Register handlers with :meth:`on`, then :meth:`start`."""
+
+    def __init__(
+        self, *, config: WsServerConfig | None = None, authenticator: WsAuthenticator | None = None
+    ) -> None:
+        self.config = config if config is not None else WsServerConfig.dev()
+        self.authenticator = authenticator
+        self.rooms = Rooms(self)
+        self._handlers: dict[str, HandlerSpec] = {}
+        self._handler_actors: list[Any] = []
+        self._router: Any = None
+        self._transport: TransportServer | None = None
+        self._conns: dict[int, _Conn] = {}
+        self._conn_ids = itertools.count(1)
+        self._all_closed = gevent.event.Event()
+        self._all_closed.set()
+        self._stopped = gevent.event.Event()
+        self._heartbeat: gevent.Greenlet | None = None
+        self._state = "new"
+
+    # -- handlers ------------------------------------------------------------------------------
+    @overload
+    def on(self, event: str, handler: None = None, *, schema: Schema | None = None
+           ) -> Callable[[Handler], Handler]: ...
+    @overload
+    def on(self, event: str, handler: Handler, *, schema: Schema | None = None) -> Handler: ...
+
+    def on(self, event: str, handler: Handler | None = None, *, schema: Schema | None = None
+           ) -> Any:
+        """Register ``handler`` for ``event``; without ``handler``, return a decorator.
+
+        ``schema`` maps payload fields to predicates (see :mod:`wscore.handlers`).
+        Registering an event twice replaces the first handler.
+        """
+        if not isinstance(event, str) or not event:
+            raise UsageError("event must be a non-empty string")
+        if event.startswith("sys."):
+            raise UsageError(f"{event!r}: the sys.* namespace is reserved for the protocol")
+        if schema is not None and not all(callable(p) for p in schema.values()):
+            raise UsageError("schema values must be callables (predicates)")
+
+        def register(fn: Handler) -> Handler:
+            if not callable(fn):
+                raise UsageError(f"handler for {event!r} is not callable")
+            self._handlers[event] = HandlerSpec(event, fn, dict(schema) if schema else None,
+                                                self._actor_for(fn))
+            return fn
+
+        return register if handler is None else register(handler)
+
+    def _actor_for(self, fn: Handler) -> Any:
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, WsActorController):
+            ref = getattr(owner, "_wscore_actor_ref", None)
+            if ref is None or not ref.is_alive():
+                ref = HandlerActor.start(owner)
+                owner._wscore_actor_ref = ref  # type: ignore[attr-defined]
+                self._handler_actors.append(ref)
+            return ref
+        return None
+
+    def register_controller(self, controller: WsController) -> None:
+        """Call ``controller.register(self)``; an actor controller's methods run in its actor."""
+        if not isinstance(controller, WsController):
+            raise UsageError("register_controller() expects a WsController instance")
+        controller.register(self)
+
+    # -- pushes from server code ---------------------------------------------------------------------
+    def send_to_session(self, session_id: str, event: str, payload: Any = None) -> None:
+        self._require_running()
+        frame = encode_envelope(event, payload, now_ms=_now_ms())
+        self._router.tell(SendToSessions(frame, session_id=session_id))
+
+    def send_to_user(self, user_id: str, event: str, payload: Any = None) -> None:
+        self._require_running()
+        frame = encode_envelope(event, payload, now_ms=_now_ms())
+        self._router.tell(SendToSessions(frame, user_id=str(user_id)))
+
+    def broadcast(self, event: str, payload: Any = None) -> None:
+        """Send ``event`` to every session (encoded once)."""
+        self._require_running()
+        frame = encode_envelope(event, payload, now_ms=_now_ms())
+        self._router.tell(SendToSessions(frame))
+
+    def _require_running(self) -> None:
+        if self._router is None or not self._router.is_alive():
+            raise UsageError("the server is not running")
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._transport is None:
+            return self.config.port
+        return self._transport.address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        return f"ws://{host}:{self.port}{self.config.path}"
+
+    def start(self) -> None:
+        """Bind and serve in the background; returns once the port is bound."""
+        if self._state != "new":
+            raise UsageError(f"start() on a server that is {self._state}")
+        if self.config.require_auth and self.authenticator is None:
+            raise ConfigError("require_auth=True needs an authenticator: WsServer(authenticator=…)")
+        cfg = self.config
+        self._router = RouterActor.start(make_env=self._make_env,
+                                         behaviour_for=self.rooms._behaviour_for)
+        self._transport = TransportServer(
+            host=cfg.host, port=cfg.port, path=cfg.path, http_app=self._http,
+            on_websocket=self._serve_connection, gate=self._gate,
+            handshake_timeout=cfg.handshake_timeout, max_message_bytes=cfg.max_message_bytes,
+        )
+        try:
+            self._transport.start()
+        except OSError as exc:
+            self._router.stop()
+            self._state = "stopped"
+            raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+                              ) from None
+        self._state = "running"
+        self._heartbeat = gevent.spawn(self._heartbeat_loop)
+        log.info("wscore listening on %s", self.url)
+
+    def serve_forever(self) -> None:
+        """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT."""
+        if self._state == "new":
+            self.start()
+        handlers = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                handlers.append(gevent.signal_handler(sig, self._on_signal, sig))
+            except (ValueError, OSError):  # not in the main thread
+                pass
+        try:
+            self._stopped.wait()
+        finally:
+            for h in handlers:
+                h.cancel()
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("received %s, shutting down", signal.Signals(sig).name)
+        gevent.spawn(self.stop)
+
+    def stop(self) -> None:
+        """Close every connection with 1001 (going away), end every session, stop every actor."""
+        if self._state != "running":
+            self._state = "stopped"
+            self._stopped.set()
+            return
+        self._state = "stopping"
+        transport = self._transport
+        assert transport is not None
+        if self._heartbeat is not None:
+            self._heartbeat.kill(block=False)
+        transport._server.close()  # stop accepting; live connections carry on
+        try:
+            self._router.tell(StopAll(CLOSE_GOING_AWAY, "server shutting down"))
+        except pykka.ActorDeadError:
+            pass
+        for conn in list(self._conns.values()):
+            conn.outbox.close(CLOSE_GOING_AWAY, "server shutting down")
+        self._all_closed.wait(timeout=self.config.shutdown_timeout)
+        transport.stop(timeout=1.0)
+        for ref in self._handler_actors:
+            ref.stop(block=False)
+        self._state = "stopped"
+        self._stopped.set()
+        log.info("wscore stopped")
+
+    def stats(self) -> dict[str, Any]:
+        """Cheap counters: connections, sessions, rooms (asks the router)."""
+        counts: dict[str, Any] = {"connections": len(self._conns)}
+        if self._router is not None and self._router.is_alive():
+            try:
+                counts.update(self._router.ask(Stats(), timeout=_ASK_TIMEOUT))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+        return counts
+
+    def _make_env(self, router: Any) -> SessionEnv:
+        return SessionEnv(config=self.config, handlers=self._handlers, router=router)
+
+    # -- heartbeat ------------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        cfg = self.config
+        tick = min(max(cfg.ping_interval / 4, 0.05), 1.0)
+        while True:
+            # A periodic tick, not a synchronisation: every check below re-reads the clock.
+            gevent.sleep(tick)
+            now = time.monotonic()
+            for conn in list(self._conns.values()):
+                if now - conn.transport.last_received > cfg.ping_timeout:
+                    log.info("dropping a connection silent for %.1fs", now - conn.transport.last_received)
+                    conn.transport.abort()
+                elif now - conn.last_ping >= cfg.ping_interval:
+                    conn.last_ping = now
+                    conn.outbox.ping()
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+    def _gate(self, environ: Any) -> tuple[str, str] | None:
+        cfg = self.config
+        if environ.get("PATH_INFO") != cfg.path:
+            return ("404 Not Found", f"no WebSocket endpoint at {environ.get('PATH_INFO')}")
+        if self._state != "running":
+            return ("503 Service Unavailable", "server is shutting down")
+        if cfg.allowed_origins is not None:
+            origin = environ.get("HTTP_ORIGIN")
+            if origin not in cfg.allowed_origins:
+                log.info("refused a WebSocket from origin %r", origin)
+                return ("403 Forbidden", "origin not allowed")
+        if len(self._conns) >= cfg.max_connections:
+            return ("503 Service Unavailable", "too many connections")
+        return None
+
+    def _http(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        headers = list(self.config.cors_headers)
+        refusal = environ.get("wscore.refusal")
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if refusal is not None:
+            status, message = refusal
+            body: Any = {"error": message}
+        elif method == "OPTIONS":
+            start_response("204 No Content", headers)
+            return []
+        elif path == "/healthz" and method in ("GET", "HEAD"):
+            status = "200 OK"
+            body = {"status": "ok" if self._state == "running" else self._state, **self.stats()}
+        elif path == self.config.path:
+            status, body = "426 Upgrade Required", {"error": "this endpoint speaks WebSocket"}
+            headers.append(("Upgrade", "websocket"))
+        else:
+            status, body = "404 Not Found", {"error": f"not found: {path}"}
+        data = json.dumps(body).encode()
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(status, headers)
+        return [data] if method != "HEAD" else []
+
+    # -- one connection, in its own greenlet -------------------------------------------------------------
+    def _serve_connection(self, transport: WsTransport) -> None:
+        cfg = self.config
+        conn_id = next(self._conn_ids)
+        outbox = Outbox(conn_id, transport, limit=cfg.max_queued_frames)
+        outbox.ref = ConnectionActor.start(outbox)
+        self._conns[conn_id] = _Conn(transport, outbox)
+        self._all_closed.clear()
+        session_ref: Any = None
+        try:
+            auth = self._authenticate(transport)
+            if auth is None:
+                return
+            session_ref = self._attach(conn_id, outbox, transport, auth)
+            if session_ref is None:
+                return
+            self._read_loop(conn_id, outbox, transport, session_ref)
+        except (ConnectionClosed, PeerProtocolError) as exc:
+            log.debug("connection %d ended: %s", conn_id, exc)
+        except Exception:
+            log.exception("connection %d: unexpected error", conn_id)
+        finally:
+            if session_ref is not None:
+                try:
+                    session_ref.tell(Detach(conn_id))
+                except pykka.ActorDeadError:
+                    pass
+            outbox.closed = True
+            try:
+                outbox.ref.stop(block=False)
+            except pykka.ActorDeadError:
+                pass
+            transport.abort()
+            del self._conns[conn_id]
+            if not self._conns:
+                self._all_closed.set()
+
+    def _authenticate(self, transport: WsTransport) -> AuthResult | None:
+        """The handshake's verdict; None when refused (the refusal was already sent)."""
+        token = token_from(transport.query, transport.headers)
+        if token is None:
+            if self.config.require_auth:
+                self._refuse(transport, WsError(ErrorCode.AUTH_REQUIRED, "a token is required"))
+                return None
+            return AuthResult(ok=True)
+        if self.authenticator is None:
+            return AuthResult(ok=True)  # no authenticator: tokens carry no identity
+        result = self._run_authenticator(transport, token)
+        if not result.ok:
+            self._refuse(transport, WsError(ErrorCode.AUTH_FAILED, result.error or "token refused"))
+            return None
+        return result
+
+    def _run_authenticator(self, transport: WsTransport, token: str) -> AuthResult:
+        assert self.authenticator is not None
+        conn = ConnectionInfo(transport.remote_address, dict(transport.headers),
+                              dict(transport.query), transport.path)
+        try:
+            result = self.authenticator.authenticate(conn, token)
+        except Exception:
+            log.exception("authenticator raised; refusing the token")
+            return AuthResult.failure("token refused")
+        if not isinstance(result, AuthResult):
+            log.error("authenticator returned %r, not an AuthResult; refusing", type(result))
+            return AuthResult.failure("token refused")
+        return result
+
+    def _refuse(self, transport: WsTransport, error: WsError) -> None:
+        # A refused handshake gets only sys.error and the close (SPEC §3).
+        try:
+            transport.send_text(encode_error(error, now_ms=_now_ms()).unnumbered())
+            transport.close(error.code.close_code, error.code.wire_name)
+            for _ in transport.read_messages():
+                pass  # drain until the peer answers our close (or the timeout aborts)
+        except (ConnectionClosed, PeerProtocolError):
+            pass
+
+    def _attach(self, conn_id: int, outbox: Outbox, transport: WsTransport, auth: AuthResult
+                ) -> Any:
+        router = self._router
+        resume_id = transport.query.get("session")
+        if resume_id:
+            last_seq = _int_or_zero(transport.query.get("last_seq"))
+            claim = router.ask(ClaimSession(resume_id, auth.user_id), timeout=_ASK_TIMEOUT)
+            if claim.refusal == "wrong_user":
+                log.info("refused a resume by another user (%r)", auth.user_id)
+                self._refuse(transport, WsError(ErrorCode.AUTH_FAILED,
+                                                "this session belongs to another user"))
+                return None
+            if claim.session_ref is not None:
+                try:
+                    result: AttachResult = claim.session_ref.ask(
+                        Attach(conn_id, outbox, last_seq, auth.user_id, auth.expires_at),
+                        timeout=_ASK_TIMEOUT)
+                except pykka.ActorDeadError:
+                    result = AttachResult(False, "session ended")
+                if result.ok:
+                    return claim.session_ref
+            outbox.send(encode_error(WsError(
+                ErrorCode.SESSION_NOT_FOUND,
+                "the session expired or cannot be resumed; its state was lost",
+            ), now_ms=_now_ms()).unnumbered())
+        opened = router.ask(OpenSession(auth.user_id), timeout=_ASK_TIMEOUT)
+        result = opened.session_ref.ask(
+            Attach(conn_id, outbox, None, auth.user_id, auth.expires_at), timeout=_ASK_TIMEOUT)
+        return opened.session_ref if result.ok else None
+
+    def _read_loop(self, conn_id: int, outbox: Outbox, transport: WsTransport, session_ref: Any
+                   ) -> None:
+        tell = session_ref.tell
+        ping = SysEvent.PING.value
+        for message in transport.read_messages():
+            if isinstance(message, bytes):
+                tell(Unparseable(conn_id, WsError(
+                    ErrorCode.INVALID_PROTOCOL, "binary frames are not supported; send JSON text")))
+                continue
+            try:
+                envelope = decode_envelope(message)
+            except WsError as err:
+                tell(Unparseable(conn_id, err, getattr(err, "correlation_id", None)))
+                continue
+            if envelope.event == ping:
+                # Connection-level: answered here, unnumbered (SPEC §3).
+                outbox.send(encode_envelope(SysEvent.PONG.value, envelope.payload, now_ms=_now_ms(),
+                                            correlation_id=envelope.correlation_id).unnumbered())
+                continue
+            tell(ClientFrame(conn_id, envelope))
+
+
+def _int_or_zero(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0

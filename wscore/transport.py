@@ -1,0 +1,282 @@
+"""The I/O adapter: the only module that imports gevent-websocket.
+
+gevent-websocket does the HTTP upgrade (RFC 6455 §4.2) on gevent's pywsgi;
+after the 101, wscore reads and writes the raw socket itself through the pure
+codec in :mod:`wscore.protocol.frames`. That carries three fixes over stock
+gevent-websocket 0.10.1:
+
+* unmasking and UTF-8 validation run at C speed (stock does both byte by
+  byte in Python, which halves throughput);
+* ``max_message_bytes`` is enforced from the frame header, before a payload is
+  buffered (stock reads any length a peer announces);
+* close frames carry their status code (stock ``close(code)`` sends none).
+
+Swapping gevent-websocket for another upgrade implementation touches this
+module only. Rules it keeps: one reader (the pywsgi handler's greenlet) per
+connection; writes from any greenlet are serialised by a lock, so frames never
+interleave on the wire; reads are bounded (64 KiB per recv, at most one
+message of ``max_message_bytes`` buffered).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import gevent
+import gevent.lock
+from gevent import pywsgi
+from geventwebsocket.handler import WebSocketHandler
+
+from wscore.errors import ConnectionClosed, PeerProtocolError
+from wscore.protocol import frames
+
+__all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
+
+log = logging.getLogger("wscore.transport")
+
+_READ_CHUNK = 65536
+#: Seconds we wait for the peer's close frame after sending ours (RFC 6455 §7.1.1).
+_CLOSE_HANDSHAKE_TIMEOUT = 2.0
+
+#: Decides, before the upgrade, whether a WebSocket request may proceed:
+#: ``None`` lets it through, ``(status_line, message)`` refuses it with that HTTP status.
+Gate = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
+HttpApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
+
+
+class WsTransport:
+    """One upgraded WebSocket connection (server side).
+
+    ``read_messages()`` yields text (``str``) and binary (``bytes``) messages
+    and answers pings itself; it ends by raising :class:`ConnectionClosed`
+    (peer closed, we closed, or the network broke) or
+    :class:`PeerProtocolError` (after closing with its code).
+    ``send_text`` may be called from any greenlet.
+    """
+
+    def __init__(
+        self, sock: socket.socket, rfile: Any, environ: Mapping[str, Any], *, max_message_bytes: int
+    ) -> None:
+        self._sock = sock
+        self._rfile = rfile
+        self._decoder = frames.FrameDecoder(role="server", max_message_bytes=max_message_bytes)
+        self._write_lock = gevent.lock.Semaphore()
+        self._close_sent = False
+        self._closed = False
+        self.close_code: int | None = None
+        self.remote_address: tuple[str, int] = _peer(environ)
+        self.headers: dict[str, str] = _headers(environ)
+        self.query: dict[str, str] = {
+            k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()
+        }
+        self.path: str = environ.get("PATH_INFO", "/")
+        #: ``time.monotonic()`` of the last bytes received (liveness).
+        self.last_received = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._close_sent
+
+    # -- reading (the connection's own greenlet only) ----------------------------
+    def read_messages(self) -> Iterator[str | bytes]:
+        decoder = self._decoder
+        try:
+            while True:
+                try:
+                    data = self._rfile.read1(_READ_CHUNK)
+                except OSError as exc:
+                    raise ConnectionClosed(None, f"network error: {exc}", by_peer=None) from None
+                if not data:
+                    raise ConnectionClosed(self.close_code, "connection lost", by_peer=None)
+                self.last_received = time.monotonic()
+                try:
+                    events = decoder.feed(data)
+                except PeerProtocolError as exc:
+                    self.close(exc.close_code, exc.reason)
+                    raise
+                for event in events:
+                    if isinstance(event, frames.TextMessage):
+                        if not self._close_sent:
+                            yield event.text
+                    elif isinstance(event, frames.BinaryMessage):
+                        if not self._close_sent:
+                            yield event.data
+                    elif isinstance(event, frames.PingReceived):
+                        if not self._close_sent:
+                            self._write(frames.encode_frame(frames.OP_PONG, event.payload))
+                    elif isinstance(event, frames.CloseReceived):
+                        if not self._close_sent:
+                            # RFC 6455 §5.5.1: echo the status code back.
+                            self._send_close(event.code if event.code is not None else None, "")
+                        self.close_code = self.close_code or event.code
+                        raise ConnectionClosed(event.code, event.reason, by_peer=not self._closed_by_us)
+        finally:
+            self.abort()
+
+    _closed_by_us = False
+
+    # -- writing (any greenlet) ----------------------------------------------------
+    def send_text(self, text: str) -> None:
+        """Write one text message; raises :class:`ConnectionClosed` once the connection is over."""
+        if self._close_sent or self._closed:
+            raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
+        self._write(frames.encode_frame(frames.OP_TEXT, text.encode("utf-8")))
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Write several text messages with one syscall (write coalescing)."""
+        if self._close_sent or self._closed:
+            raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
+        enc = frames.encode_frame
+        self._write(b"".join([enc(frames.OP_TEXT, t.encode("utf-8")) for t in texts]))
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        if not (self._close_sent or self._closed):
+            self._write(frames.encode_frame(frames.OP_PING, payload))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` on the wire (idempotent).
+
+        The reader keeps running until the peer answers (or
+        ``_CLOSE_HANDSHAKE_TIMEOUT`` passes), then the socket is closed.
+        """
+        if self._close_sent or self._closed:
+            return
+        self._closed_by_us = True
+        self.close_code = code
+        self._send_close(code, reason)
+        gevent.spawn_later(_CLOSE_HANDSHAKE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send_close(self, code: int | None, reason: str) -> None:
+        self._close_sent = True
+        try:
+            self._write(frames.encode_close(code, reason))
+        except ConnectionClosed:
+            self.abort()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            with self._write_lock:
+                self._sock.sendall(data)
+        except OSError as exc:
+            self.abort()
+            raise ConnectionClosed(None, f"network error: {exc}", by_peer=None) from None
+
+
+def _peer(environ: Mapping[str, Any]) -> tuple[str, int]:
+    try:
+        return (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT", 0)))
+    except (TypeError, ValueError):
+        return (str(environ.get("REMOTE_ADDR", "")), 0)
+
+
+def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            out[key[5:].replace("_", "-").title()] = str(value)
+    return out
+
+
+class _Handler(WebSocketHandler):  # type: ignore[misc]
+    """gevent-websocket's handler with wscore's gate run before the upgrade."""
+
+    def run_application(self) -> Any:
+        environ = self.environ
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            refusal = self.server.wscore_gate(environ)
+            if refusal is not None:
+                environ["wscore.refusal"] = refusal
+                return pywsgi.WSGIHandler.run_application(self)
+        return super().run_application()
+
+    def log_request(self) -> None:
+        log.debug("%s", self.format_request())
+
+
+class _Server(pywsgi.WSGIServer):  # type: ignore[misc]
+    handler_class = _Handler
+    wscore_gate: Gate
+    wscore_handshake_timeout: float
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        # Slowloris guard: the HTTP request must arrive within the timeout;
+        # the WebSocket side clears it after the upgrade.
+        sock.settimeout(self.wscore_handshake_timeout)
+        super().handle(sock, address)
+
+
+class TransportServer:
+    """A gevent HTTP server that upgrades ``path`` to WebSockets.
+
+    ``on_websocket(transport)`` runs in the connection's own greenlet and owns
+    it until it returns. Other requests go to ``http_app`` (plain WSGI);
+    upgrade requests refused by ``gate`` reach ``http_app`` too, with
+    ``environ['wscore.refusal'] = (status, message)`` set.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        path: str,
+        http_app: HttpApp,
+        on_websocket: Callable[[WsTransport], None],
+        gate: Gate,
+        handshake_timeout: float,
+        max_message_bytes: int,
+    ) -> None:
+        self._path = path
+        self._http_app = http_app
+        self._on_websocket = on_websocket
+        self._max_message_bytes = max_message_bytes
+        self._server = _Server((host, port), self._wsgi, log=None, error_log=log)
+        self._server.wscore_gate = gate
+        self._server.wscore_handshake_timeout = handshake_timeout
+
+    @property
+    def address(self) -> tuple[str, int]:
+        addr = self._server.address
+        return (str(addr[0]), int(addr[1]))
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._server.stop(timeout=timeout)
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        ws = environ.get("wsgi.websocket")
+        if ws is None or environ.get("PATH_INFO") != self._path:
+            if ws is not None:
+                # Upgraded on a path we do not serve: refuse at the WebSocket level.
+                ws.closed = True
+                ws.handler.socket.sendall(frames.encode_close(1008, "unknown path"))
+                return []
+            return self._http_app(environ, start_response)
+        handler = ws.handler
+        sock: socket.socket = handler.socket
+        sock.settimeout(None)
+        # gevent-websocket must not touch the socket again: we own the framing.
+        ws.closed = True
+        transport = WsTransport(sock, handler.rfile, environ, max_message_bytes=self._max_message_bytes)
+        try:
+            self._on_websocket(transport)
+        finally:
+            transport.abort()
+        return []
