@@ -1,0 +1,68 @@
+"""wscore sandbox: a seeded, WebSocket-aware fault-injecting proxy.
+
+Importing this package monkey-patches the standard library for gevent (as
+importing ``wscore`` does), before any socket-using module is imported.
+
+Main entry points::
+
+    import sandbox
+    from sandbox import Latency, ResetPeer
+
+    with sandbox.proxy(("127.0.0.1", 8080), seed=7,
+                       faults=[Latency(latency_seconds=0.05)]) as net:
+        ws = websocket.create_connection(net.url("/ws"))
+        net.cut_all()
+
+See :mod:`sandbox.faults` for the fault values, :mod:`sandbox.profiles` for
+named profiles and :mod:`sandbox.cli` for ``wscore sandbox proxy``.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from sandbox.api import BlackholeWindow, ProxyHandle, proxy
+from sandbox.fault_proxy import FaultProxy, ProxyError
+from sandbox.faults import (
+    Bandwidth,
+    Blackhole,
+    Direction,
+    Fault,
+    FaultRecord,
+    Latency,
+    LimitData,
+    Refuse,
+    RefuseMode,
+    ResetPeer,
+    Slicer,
+    SlowClose,
+    diff_fault_logs,
+    same_fault_log,
+)
+from sandbox.profiles import ProfileError, ProfileParams, build_profile, profile_names
+
+__all__ = [
+    "Bandwidth",
+    "Blackhole",
+    "BlackholeWindow",
+    "Direction",
+    "Fault",
+    "FaultProxy",
+    "FaultRecord",
+    "Latency",
+    "LimitData",
+    "ProfileError",
+    "ProfileParams",
+    "ProxyError",
+    "ProxyHandle",
+    "Refuse",
+    "RefuseMode",
+    "ResetPeer",
+    "Slicer",
+    "SlowClose",
+    "build_profile",
+    "diff_fault_logs",
+    "profile_names",
+    "proxy",
+    "same_fault_log",
+]
