@@ -50,7 +50,22 @@ class GeventFuture(pykka.Future[Any]):
 
 
 class GeventActor(pykka.Actor):
-    """Base class of every wscore actor: a pykka actor running in one greenlet."""
+    """Base class of every wscore actor: a pykka actor running in one greenlet.
+
+    **The idle fast path.** :meth:`offer` hands a message to the actor like
+    ``tell`` does, but when the actor is idle — not inside a message and with
+    an empty inbox — it runs the handler right away in the caller's greenlet
+    instead of waking the actor's own. The actor then still sees one message
+    at a time and in the order sent: nothing else of its can run meanwhile
+    (gevent switches only on I/O or waits), and no earlier message is pending.
+    Only message types whose handling never yields may be offered (each actor
+    lists them in ``inline_types``); anything else falls back to ``tell``. This
+    saves two greenlet switches per fan-out delivery.
+    """
+
+    #: Message types :meth:`offer` may run inline (their handling must not yield).
+    inline_types: frozenset[type] = frozenset()
+    _busy = False
 
     @staticmethod
     def _create_actor_inbox() -> Any:
@@ -62,3 +77,40 @@ class GeventActor(pykka.Actor):
 
     def _start_actor_loop(self) -> None:
         gevent.spawn(self._actor_loop)
+
+    def _handle_receive(self, message: Any) -> Any:
+        self._busy = True
+        try:
+            return super()._handle_receive(message)
+        finally:
+            self._busy = False
+
+    def offer(self, message: Any) -> None:
+        """``tell``, or run now when idle (see the class docstring). Raises ``ActorDeadError``."""
+        if (self._busy or type(message) not in self.inline_types
+                or not self.actor_inbox.empty()):
+            self.actor_ref.tell(message)
+            return
+        if self.actor_stopped.is_set():
+            raise pykka.ActorDeadError(f"{self} stopped")
+        self._busy = True
+        try:
+            self.on_receive(message)
+        except Exception:
+            # Same outcome as a failing tell in the actor's own loop: log and stop.
+            exc_info = sys.exc_info()
+            self._handle_failure(*exc_info)
+            try:
+                self.on_failure(*exc_info)
+            except Exception:  # noqa: BLE001
+                self._handle_failure(*sys.exc_info())
+        finally:
+            self._busy = False
+
+    @classmethod
+    def start_actor(cls, *args: Any, **kwargs: Any) -> Any:
+        """Like ``start()``, but return the actor (for :meth:`offer`); share only its ref/offer."""
+        actor = cls(*args, **kwargs)
+        pykka.ActorRegistry.register(actor.actor_ref)
+        actor._start_actor_loop()
+        return actor

@@ -9,7 +9,7 @@ Rules it keeps:
 
 * one message at a time; a blocked write blocks only this actor;
 * the outbox is bounded (``max_queued_frames``): a consumer too slow to keep
-  up is cut off (close 1008 "slow consumer") rather than growing memory. The
+  up has its TCP connection dropped rather than growing memory. The
   session still holds every numbered frame in its replay buffer, so a
   resume loses nothing (SPEC §4);
 * after ``CloseConnection`` nothing more is written.
@@ -21,6 +21,8 @@ import logging
 from collections import deque
 from typing import Any
 
+import gevent
+
 from actors._runtime import GeventActor
 from actors.messages import CloseConnection, Flush, Stats
 from wscore.errors import ConnectionClosed
@@ -31,6 +33,8 @@ __all__ = ["ConnectionActor", "Outbox"]
 log = logging.getLogger("wscore.actors.connection")
 
 _FLUSH = Flush()
+#: Seconds a closing connection may take to flush before its socket is dropped.
+_CLOSE_GRACE_SECONDS = 5.0
 _PING = object()  # marker in the outbox: send an RFC 6455 ping here
 
 
@@ -63,14 +67,34 @@ class Outbox:
         if self.closed:
             return False
         q = self._queue
+        if not q and not self._flush_pending:
+            # Idle writer, nothing queued: write now if the socket takes it without
+            # waiting (saves waking the actor); a partial write leaves a tail to flush.
+            transport = self.transport
+            if transport.send_text_nowait(wire):
+                if transport.has_tail:
+                    self._wake()
+                return True
         if len(q) >= self._limit:
+            # The peer stopped reading: a close frame could not get through either,
+            # so drop the TCP connection. The session keeps every numbered frame.
             self.overflowed = True
-            log.warning("connection %d: outbox full (%d frames), closing slow consumer",
+            self.closed = True
+            log.warning("connection %d: outbox full (%d frames), dropping a slow consumer",
                         self.conn_id, self._limit)
-            self.close(1008, "slow consumer")
+            self.transport.abort()
             return False
         q.append(wire)
         self._wake()
+        return True
+
+    def send_batch(self, wires: list[str]) -> bool:
+        """Queue a burst (a resume's replay) as one entry: a replay is not a slow consumer."""
+        if self.closed:
+            return False
+        if wires:
+            self._queue.append(wires)
+            self._wake()
         return True
 
     def ping(self) -> None:
@@ -125,16 +149,19 @@ class ConnectionActor(GeventActor):
 
     def _flush(self) -> None:
         items = self.outbox.take_all()
-        if not items or self.transport.closed:
+        if self.transport.closed:
             return
         texts: list[str] = []
         try:
+            self.transport.flush_tail()
             for item in items:
                 if item is _PING:
                     if texts:
                         self.transport.send_texts(texts)
                         texts = []
                     self.transport.send_ping()
+                elif isinstance(item, list):
+                    texts.extend(item)
                 else:
                     texts.append(item)
             if texts:

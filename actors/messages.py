@@ -46,6 +46,7 @@ __all__ = [
     "SessionOutbound",
     "Stats",
     "StopAll",
+    "TokenCheck",
     "Unparseable",
 ]
 
@@ -76,7 +77,10 @@ class Attach:
     outbox: Outbox
     resume_from: int | None
     user_id: str | None
+    #: Epoch seconds when the connection's token expires (None: never).
     expires_at: float | None = None
+    #: The connection's :class:`wscore.ConnectionInfo` (for ``sys.auth`` re-checks).
+    conn_info: Any = None
 
 
 @attrs.frozen
@@ -152,6 +156,13 @@ class Expire:
 
 
 @attrs.frozen
+class TokenCheck:
+    """The token-expiry timer number ``generation`` fired."""
+
+    generation: int
+
+
+@attrs.frozen
 class EndSession:
     """End the session now (server shutdown): close its connection with ``close_code``."""
 
@@ -164,8 +175,10 @@ class EndSession:
 class JoinRoom:
     room_id: str
     session_id: str
-    #: pykka.ActorRef of the session; None lets the router look it up.
+    #: Filled in by the router from its directory: the session's ref and its
+    #: ``offer`` (see :meth:`actors.GeventActor.offer`).
     session_ref: Any = None
+    session_offer: Any = None
 
 
 @attrs.frozen

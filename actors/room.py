@@ -45,7 +45,8 @@ class RoomActor(GeventActor):
         self.room_id = room_id
         self.router = router
         self.behaviour = behaviour
-        self.members: dict[str, Any] = {}
+        #: session id → (ref, offer) of the member session
+        self.members: dict[str, tuple[Any, Any]] = {}
         self.handled = 0
         self.delivered = 0
 
@@ -67,15 +68,15 @@ class RoomActor(GeventActor):
 
     def _join(self, msg: JoinRoom) -> None:
         new = msg.session_id not in self.members
-        self.members[msg.session_id] = msg.session_ref
+        self.members[msg.session_id] = (msg.session_ref, msg.session_offer)
         _tell(msg.session_ref, JoinedRoom(self.room_id))
         if new and self.behaviour is not None:
             self._hook("on_join", msg.session_id)
 
     def _leave(self, session_id: str) -> None:
-        ref = self.members.pop(session_id, None)
-        if ref is not None:
-            _tell(ref, LeftRoom(self.room_id))
+        member = self.members.pop(session_id, None)
+        if member is not None:
+            _tell(member[0], LeftRoom(self.room_id))
             if self.behaviour is not None:
                 self._hook("on_leave", session_id)
         if not self.members:
@@ -91,11 +92,11 @@ class RoomActor(GeventActor):
         exclude = msg.exclude
         dead: list[str] = []
         count = 0
-        for session_id, ref in self.members.items():
+        for session_id, (_ref, offer) in self.members.items():
             if session_id == exclude:
                 continue
             try:
-                ref.tell(deliver)
+                offer(deliver)
                 count += 1
             except Exception:
                 dead.append(session_id)
@@ -125,8 +126,11 @@ class RoomActor(GeventActor):
         """``RoomHandle.broadcast``: a frame from the behaviour itself, to every member."""
         frame = encode_envelope(event, payload, now_ms=int(time.time() * 1000))
         deliver = Deliver(frame)
-        for ref in list(self.members.values()):
-            _tell(ref, deliver)
+        for _ref, offer in list(self.members.values()):
+            try:
+                offer(deliver)
+            except Exception:  # noqa: BLE001 - ActorDeadError: the session ended
+                pass
 
 
 def _tell(ref: Any, message: Any) -> None:

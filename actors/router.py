@@ -71,6 +71,7 @@ class FindRoom:
 @attrs.define
 class _SessionEntry:
     ref: Any
+    offer: Any  # the session actor's offer (idle fast path for Deliver)
     user_id: str | None
 
 
@@ -147,8 +148,9 @@ class RouterActor(GeventActor):
         assert self.env is not None
         # ≥128 random bits (SPEC §3): 24 bytes = 192 bits, URL-safe.
         session_id = secrets.token_urlsafe(24)
-        ref = SessionActor.start(session_id, msg.user_id, self.env)
-        self.sessions[session_id] = _SessionEntry(ref, msg.user_id)
+        actor = SessionActor.start_actor(session_id, msg.user_id, self.env)
+        ref = actor.actor_ref
+        self.sessions[session_id] = _SessionEntry(ref, actor.offer, msg.user_id)
         if msg.user_id is not None:
             self.users.setdefault(msg.user_id, set()).add(session_id)
         self.sessions_opened += 1
@@ -173,11 +175,10 @@ class RouterActor(GeventActor):
                     del self.users[msg.user_id]
 
     def _join(self, msg: JoinRoom) -> None:
-        if msg.session_ref is None:
-            session = self.sessions.get(msg.session_id)
-            if session is None:
-                return
-            msg = JoinRoom(msg.room_id, msg.session_id, session.ref)
+        session = self.sessions.get(msg.session_id)
+        if session is None:
+            return  # the session ended meanwhile
+        msg = JoinRoom(msg.room_id, msg.session_id, session.ref, session.offer)
         entry = self.rooms.get(msg.room_id)
         if entry is None:
             ref = RoomActor.start(msg.room_id, self.actor_ref, self._behaviour_for(msg.room_id))
@@ -190,13 +191,13 @@ class RouterActor(GeventActor):
         if msg.session_id is not None:
             entry = self.sessions.get(msg.session_id)
             if entry is not None:
-                _tell(entry.ref, deliver)
+                _offer(entry.offer, deliver)
         elif msg.user_id is not None:
-            for session_id in self.users.get(msg.user_id, ()):
-                _tell(self.sessions[session_id].ref, deliver)
+            for session_id in list(self.users.get(msg.user_id, ())):
+                _offer(self.sessions[session_id].offer, deliver)
         else:
-            for entry in self.sessions.values():
-                _tell(entry.ref, deliver)
+            for entry in list(self.sessions.values()):
+                _offer(entry.offer, deliver)
 
     def _stop_all(self, msg: StopAll) -> None:
         for entry in list(self.sessions.values()):
@@ -211,4 +212,11 @@ def _tell(ref: Any, message: Any) -> None:
     try:
         ref.tell(message)
     except Exception:
+        pass
+
+
+def _offer(offer: Any, message: Any) -> None:
+    try:
+        offer(message)
+    except Exception:  # noqa: BLE001 - ActorDeadError: the target already ended
         pass

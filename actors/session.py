@@ -50,8 +50,10 @@ from actors.messages import (
     SessionEnded,
     SessionOutbound,
     Stats,
+    TokenCheck,
     Unparseable,
 )
+from wscore.auth import AuthResult
 from wscore.config import WsServerConfig
 from wscore.context import WsContext, WsSession
 from wscore.errors import WsError
@@ -87,8 +89,8 @@ class SessionEnv:
     #: The server's live handler table (event → spec).
     handlers: Mapping[str, HandlerSpec]
     router: Any  # ActorRef of the router
-    #: Hook for token checks on ``sys.auth`` (issue #4); returns an error or None.
-    on_auth: Callable[[Any, Envelope], WsError | None] | None = None
+    #: Runs the server's authenticator for ``sys.auth`` (None: no authenticator).
+    authenticate: Callable[[Any, str], AuthResult] | None = None
     wall_clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
 
@@ -103,6 +105,9 @@ _tokens = itertools.count(1)
 
 
 class SessionActor(GeventActor):
+    # Delivering a frame numbers, records and queues it: it never yields.
+    inline_types = frozenset({Deliver})
+
     def __init__(self, session_id: str, user_id: str | None, env: SessionEnv) -> None:
         super().__init__()
         cfg = env.config
@@ -121,6 +126,9 @@ class SessionActor(GeventActor):
         self.ack_pending = False
         self.refused_in_a_row = 0
         self.frames_in = 0
+        self.conn_info: Any = None
+        self.expires_at: float | None = None
+        self.token_generation = 0
         self._dispatch: dict[type, Callable[[Any], Any]] = {
             ClientFrame: self._on_client_frame,
             Deliver: self._on_deliver,
@@ -133,6 +141,7 @@ class SessionActor(GeventActor):
             JoinedRoom: self._on_joined,
             LeftRoom: self._on_left,
             Expire: self._on_expire,
+            TokenCheck: self._on_token_check,
             EndSession: self._on_end,
             Stats: self._on_stats,
         }
@@ -167,6 +176,8 @@ class SessionActor(GeventActor):
         self.generation += 1
         self.outbox = msg.outbox
         self.conn_id = msg.conn_id
+        self.conn_info = msg.conn_info
+        self._set_expiry(msg.expires_at)
         self._send_unnumbered(encode_envelope(SysEvent.CONNECTED.value, {
             "sessionId": self.view.id,
             "resumed": msg.resume_from is not None,
@@ -174,8 +185,7 @@ class SessionActor(GeventActor):
             "heartbeat": self.env.config.ping_interval,
             "v": PROTOCOL_VERSION,
         }, now_ms=self._now_ms()))
-        for wire in replay:
-            msg.outbox.send(wire)
+        msg.outbox.send_batch(replay)
         if self.inbound.highest:
             # Tell a resuming client which of its frames already ran, so it re-sends only the rest.
             self._send_ack_now()
@@ -212,6 +222,56 @@ class SessionActor(GeventActor):
             return
         log.debug("session of user %r expired", self.view.user_id)
         self._end(None, "")
+
+    # -- token expiry (SPEC §3: enforced by a timer, not only on the next message) --------------
+    def _set_expiry(self, expires_at: float | None) -> None:
+        self.expires_at = expires_at
+        self.token_generation += 1
+        if expires_at is not None:
+            self._arm_token_check(expires_at - self.env.wall_clock())
+
+    def _arm_token_check(self, delay: float) -> None:
+        gevent.spawn_later(max(delay, 0.0), _tell_quietly, self.actor_ref,
+                           TokenCheck(self.token_generation))
+
+    def _on_token_check(self, msg: TokenCheck) -> None:
+        if msg.generation != self.token_generation or self.expires_at is None or self.outbox is None:
+            return  # refreshed, or no connection to expire
+        remaining = self.expires_at - self.env.wall_clock()
+        if remaining > 0:  # the timer fired early: re-arm for the rest
+            self._arm_token_check(remaining)
+            return
+        log.info("token of user %r expired without a refresh", self.view.user_id)
+        self._close_connection(WsError(ErrorCode.TOKEN_EXPIRED, "the token expired; send sys.auth "
+                                                                "with a fresh token before expiry"))
+
+    def _close_connection(self, error: WsError) -> None:
+        """Send a connection-level error (unnumbered) and close with its close code."""
+        self._send_unnumbered(encode_error(error, now_ms=self._now_ms()))
+        if self.outbox is not None:
+            self.outbox.close(error.code.close_code, error.code.wire_name)
+
+    def _on_auth(self, env: Envelope) -> None:
+        p = env.payload
+        token = p.get("token") if isinstance(p, dict) else None
+        if not isinstance(token, str) or not token:
+            self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL, "sys.auth needs p.token",
+                                            {"field": "p.token"}),
+                                    now_ms=self._now_ms(), correlation_id=env.correlation_id))
+            return
+        authenticate = self.env.authenticate
+        # Runs the authenticator inside this session's actor: it may block on I/O,
+        # which delays only this session.
+        result = (authenticate(self.conn_info, token) if authenticate is not None
+                  else AuthResult(ok=True, user_id=self.view.user_id))
+        if not result.ok or result.user_id != self.view.user_id:
+            log.info("sys.auth refused for user %r", self.view.user_id)
+            self._close_connection(WsError(ErrorCode.AUTH_FAILED, "token refused"
+                                           if not result.ok else "token is for another user"))
+            return
+        self._set_expiry(result.expires_at)
+        if env.correlation_id is not None:
+            self._reply(None, env.correlation_id)
 
     def _on_end(self, msg: EndSession) -> None:
         self._end(msg.close_code, msg.reason)
@@ -285,7 +345,7 @@ class SessionActor(GeventActor):
                 ErrorCode.RATE_LIMIT_EXCEEDED,
                 f"over {self.env.config.rate_limit:g} messages/s; message not run",
             ), now_ms=self._now_ms(), correlation_id=c))
-            if self.refused_in_a_row >= self.env.config.rate_abuse_close_after and self.outbox:
+            if self.refused_in_a_row >= self.env.config.rate_abuse_close_after and self.outbox is not None:
                 log.warning("closing a connection of user %r for sustained rate abuse",
                             self.view.user_id)
                 self.outbox.close(ErrorCode.RATE_LIMIT_EXCEEDED.close_code, "rate limit abuse")
@@ -343,10 +403,8 @@ class SessionActor(GeventActor):
             self._send_unnumbered(encode_envelope(SysEvent.PONG.value, env.payload,
                                                   now_ms=self._now_ms(),
                                                   correlation_id=env.correlation_id))
-        elif event == SysEvent.AUTH.value and self.env.on_auth is not None:
-            error = self.env.on_auth(self, env)
-            if error is None and env.correlation_id is not None:
-                self._reply(None, env.correlation_id)
+        elif event == SysEvent.AUTH.value:
+            self._on_auth(env)
         else:
             self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL,
                                             f"{event!r}: the sys.* namespace is reserved",

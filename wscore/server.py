@@ -80,7 +80,7 @@ class Rooms:
         if isinstance(session, WsSession):
             # Visible at once to the handler that asked; the room confirms it again.
             session._rooms.add(room_id)
-            self._server._router.tell(JoinRoom(room_id, session.id, session._ref))
+            self._server._router.tell(JoinRoom(room_id, session.id))
         else:
             self._server._router.tell(JoinRoom(room_id, str(session)))
 
@@ -330,7 +330,8 @@ class WsServer:
         return counts
 
     def _make_env(self, router: Any) -> SessionEnv:
-        return SessionEnv(config=self.config, handlers=self._handlers, router=router)
+        return SessionEnv(config=self.config, handlers=self._handlers, router=router,
+                          authenticate=self._run_authenticator if self.authenticator else None)
 
     # -- heartbeat ------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -435,16 +436,15 @@ class WsServer:
             return AuthResult(ok=True)
         if self.authenticator is None:
             return AuthResult(ok=True)  # no authenticator: tokens carry no identity
-        result = self._run_authenticator(transport, token)
+        result = self._run_authenticator(_conn_info(transport), token)
         if not result.ok:
             self._refuse(transport, WsError(ErrorCode.AUTH_FAILED, result.error or "token refused"))
             return None
         return result
 
-    def _run_authenticator(self, transport: WsTransport, token: str) -> AuthResult:
+    def _run_authenticator(self, conn: ConnectionInfo, token: str) -> AuthResult:
+        """The authenticator's verdict; never raises (a raising authenticator refuses)."""
         assert self.authenticator is not None
-        conn = ConnectionInfo(transport.remote_address, dict(transport.headers),
-                              dict(transport.query), transport.path)
         try:
             result = self.authenticator.authenticate(conn, token)
         except Exception:
@@ -453,6 +453,8 @@ class WsServer:
         if not isinstance(result, AuthResult):
             log.error("authenticator returned %r, not an AuthResult; refusing", type(result))
             return AuthResult.failure("token refused")
+        if result.ok and result.expires_at is not None and result.expires_at <= time.time():
+            return AuthResult.failure("token expired")
         return result
 
     def _refuse(self, transport: WsTransport, error: WsError) -> None:
@@ -480,8 +482,8 @@ class WsServer:
             if claim.session_ref is not None:
                 try:
                     result: AttachResult = claim.session_ref.ask(
-                        Attach(conn_id, outbox, last_seq, auth.user_id, auth.expires_at),
-                        timeout=_ASK_TIMEOUT)
+                        Attach(conn_id, outbox, last_seq, auth.user_id, auth.expires_at,
+                               _conn_info(transport)), timeout=_ASK_TIMEOUT)
                 except pykka.ActorDeadError:
                     result = AttachResult(False, "session ended")
                 if result.ok:
@@ -492,7 +494,8 @@ class WsServer:
             ), now_ms=_now_ms()).unnumbered())
         opened = router.ask(OpenSession(auth.user_id), timeout=_ASK_TIMEOUT)
         result = opened.session_ref.ask(
-            Attach(conn_id, outbox, None, auth.user_id, auth.expires_at), timeout=_ASK_TIMEOUT)
+            Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport)),
+            timeout=_ASK_TIMEOUT)
         return opened.session_ref if result.ok else None
 
     def _read_loop(self, conn_id: int, outbox: Outbox, transport: WsTransport, session_ref: Any
@@ -515,6 +518,11 @@ class WsServer:
                                             correlation_id=envelope.correlation_id).unnumbered())
                 continue
             tell(ClientFrame(conn_id, envelope))
+
+
+def _conn_info(transport: WsTransport) -> ConnectionInfo:
+    return ConnectionInfo(transport.remote_address, dict(transport.headers), dict(transport.query),
+                          transport.path)
 
 
 def _int_or_zero(value: str | None) -> int:

@@ -32,7 +32,7 @@ import gevent.lock
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
-from wscore.errors import ConnectionClosed, PeerProtocolError
+from wscore.errors import ConnectionClosed
 from wscore.protocol import frames
 
 __all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
@@ -66,6 +66,9 @@ class WsTransport:
         self._rfile = rfile
         self._decoder = frames.FrameDecoder(role="server", max_message_bytes=max_message_bytes)
         self._write_lock = gevent.lock.Semaphore()
+        #: Bytes of a frame the socket took only in part on a non-waiting write;
+        #: they must go out before anything else (see write_nowait).
+        self._tail = b""
         self._close_sent = False
         self._closed = False
         self.close_code: int | None = None
@@ -94,11 +97,9 @@ class WsTransport:
                 if not data:
                     raise ConnectionClosed(self.close_code, "connection lost", by_peer=None)
                 self.last_received = time.monotonic()
-                try:
-                    events = decoder.feed(data)
-                except PeerProtocolError as exc:
-                    self.close(exc.close_code, exc.reason)
-                    raise
+                # Frames the peer sent before a violation are still answered (RFC
+                # 6455 §7.1.7 fails the connection at the bad frame, not earlier).
+                events, error = decoder.feed_until_error(data)
                 for event in events:
                     if isinstance(event, frames.TextMessage):
                         if not self._close_sent:
@@ -115,6 +116,9 @@ class WsTransport:
                             self._send_close(event.code if event.code is not None else None, "")
                         self.close_code = self.close_code or event.code
                         raise ConnectionClosed(event.code, event.reason, by_peer=not self._closed_by_us)
+                if error is not None:
+                    self.close(error.close_code, error.reason)
+                    raise error
         finally:
             self.abort()
 
@@ -127,12 +131,54 @@ class WsTransport:
             raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
         self._write(frames.encode_frame(frames.OP_TEXT, text.encode("utf-8")))
 
+    def send_binary(self, data: bytes) -> None:
+        """Write one binary message; raises :class:`ConnectionClosed` once the connection is over.
+
+        The wscore protocol itself is JSON text (SPEC §3); this exists for raw
+        WebSocket apps served by :class:`TransportServer` (e.g. the Autobahn echo).
+        """
+        if self._close_sent or self._closed:
+            raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
+        self._write(frames.encode_frame(frames.OP_BINARY, bytes(data)))
+
     def send_texts(self, texts: list[str]) -> None:
         """Write several text messages with one syscall (write coalescing)."""
         if self._close_sent or self._closed:
             raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
         enc = frames.encode_frame
         self._write(b"".join([enc(frames.OP_TEXT, t.encode("utf-8")) for t in texts]))
+
+    def send_text_nowait(self, text: str) -> bool:
+        """Write one text frame *without waiting*, if that is possible right now.
+
+        True: the frame is the socket's (wholly sent, or its unsent tail kept in
+        :attr:`has_tail`, which the caller must then get flushed with
+        :meth:`flush_tail`). False: nothing was written — another write is in
+        progress, a tail is pending, or the connection is over — so queue it.
+        """
+        if self._close_sent or self._closed or self._tail or self._write_lock.locked():
+            return False
+        data = frames.encode_frame(frames.OP_TEXT, text.encode("utf-8"))
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: 0.0 = never wait
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.abort()
+            return False
+        if sent < len(data):
+            self._tail = data[sent:]
+        return True
+
+    @property
+    def has_tail(self) -> bool:
+        return bool(self._tail)
+
+    def flush_tail(self) -> None:
+        """Finish writing a frame that :meth:`send_text_nowait` started (may wait)."""
+        if self._tail:
+            tail, self._tail = self._tail, b""
+            self._write(tail)
 
     def send_ping(self, payload: bytes = b"") -> None:
         if not (self._close_sent or self._closed):
@@ -245,7 +291,10 @@ class TransportServer:
         self._http_app = http_app
         self._on_websocket = on_websocket
         self._max_message_bytes = max_message_bytes
-        self._server = _Server((host, port), self._wsgi, log=None, error_log=log)
+        # pywsgi reports malformed or timed-out requests on error_log: the peer's
+        # fault, so WARNING rather than ERROR.
+        self._server = _Server((host, port), self._wsgi, log=None,
+                               error_log=pywsgi.LoggingLogAdapter(log, logging.WARNING))
         self._server.wscore_gate = gate
         self._server.wscore_handshake_timeout = handshake_timeout
 
@@ -272,6 +321,11 @@ class TransportServer:
         handler = ws.handler
         sock: socket.socket = handler.socket
         sock.settimeout(None)
+        try:
+            # Real-time traffic is many small frames: never let Nagle hold one back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         # gevent-websocket must not touch the socket again: we own the framing.
         ws.closed = True
         transport = WsTransport(sock, handler.rfile, environ, max_message_bytes=self._max_message_bytes)

@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 import pytest
 
-from conftest import RawClient, wait_for  # type: ignore[import-not-found]
+from wshelpers import RawClient, wait_for
 from wscore import WsContext, WsError, WsServer
 from wscore.protocol.codes import ErrorCode
 
