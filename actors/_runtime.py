@@ -15,8 +15,11 @@ import gevent
 import gevent.event
 import gevent.queue
 import pykka
+from pykka._envelope import Envelope
 
 __all__ = ["GeventActor", "GeventFuture"]
+
+_WAKE = object()  # an inbox entry that only wakes a stopped actor's loop
 
 
 class GeventFuture(pykka.Future[Any]):
@@ -79,6 +82,8 @@ class GeventActor(pykka.Actor):
         gevent.spawn(self._actor_loop)
 
     def _handle_receive(self, message: Any) -> Any:
+        if message is _WAKE:
+            return None
         self._busy = True
         try:
             return super()._handle_receive(message)
@@ -104,6 +109,9 @@ class GeventActor(pykka.Actor):
                 self.on_failure(*exc_info)
             except Exception:  # noqa: BLE001
                 self._handle_failure(*sys.exc_info())
+            # Wake the actor's own loop (blocked on an empty inbox) so it sees the
+            # stop flag and ends its greenlet.
+            self.actor_inbox.put(Envelope(_WAKE))
         finally:
             self._busy = False
 

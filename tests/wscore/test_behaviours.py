@@ -1,0 +1,158 @@
+"""Controllers, actor-based handler classes and room behaviours (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+import gevent.event
+
+from wscore import (
+    RoomHandle,
+    RoomMessage,
+    WsActorController,
+    WsContext,
+    WsController,
+    WsError,
+    WsRoomBehaviour,
+    WsServer,
+)
+from wscore.protocol.codes import ErrorCode
+from wshelpers import wait_for
+
+
+class Chat(WsController):
+    def register(self, server: WsServer) -> None:
+        server.on("chat.hello", self.hello)
+
+    def hello(self, ctx: WsContext) -> Any:
+        return {"hello": ctx.payload}
+
+
+class Counter(WsActorController):
+    """Mutable state without locks: its handlers run one at a time in its actor."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.running = 0
+        self.max_running = 0
+
+    def register(self, server: WsServer) -> None:
+        server.on("counter.inc", self.inc)
+        server.on("counter.fail", self.fail)
+
+    def inc(self, ctx: WsContext) -> Any:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        value = self.count
+        gevent.idle()  # yield mid-update: a concurrent run would lose an increment
+        self.count = value + 1
+        ctx.emit("counter.seen", self.count)
+        self.running -= 1
+        return self.count
+
+    def fail(self, ctx: WsContext) -> Any:
+        if ctx.payload == "ws":
+            raise WsError(ErrorCode.VALIDATION_FAILED, "bad counter")
+        raise RuntimeError("secret detail")
+
+
+def test_plain_controller(make_server: Any, clients: Any) -> None:
+    server = make_server(setup=lambda s: s.register_controller(Chat()))
+    c = clients(server.url)
+    c.recv()
+    assert c.request("chat.hello", "x")["p"] == {"hello": "x"}
+
+
+def test_actor_controller_runs_handlers_one_at_a_time(make_server: Any, clients: Any) -> None:
+    counter = Counter()
+    server = make_server(setup=lambda s: s.register_controller(counter))
+    conns = [clients(server.url) for _ in range(4)]
+    for c in conns:
+        c.recv()
+    for c in conns:
+        for i in range(25):
+            c.send({"e": "counter.inc", "c": i})
+    for c in conns:
+        replies = []
+        while len(replies) < 25:
+            frame = c.recv()
+            if frame["e"] == "ack":
+                replies.append(frame)
+            else:
+                # the emit of a run precedes its reply on the session's stream
+                assert frame["e"] == "counter.seen"
+        assert [r["c"] for r in replies] == list(range(25))  # a session's frames stay in order
+        seqs = [r["s"] for r in replies]
+        assert seqs == sorted(seqs)
+    assert counter.count == 100 and counter.max_running == 1
+    err = conns[0].request("counter.fail", "ws", c="e1")
+    assert err["p"]["code"] == 1009
+    hidden = conns[0].request("counter.fail", "other", c="e2")
+    assert hidden["p"]["code"] == 1011 and "secret" not in hidden["p"]["message"]
+
+
+class Moderated(WsRoomBehaviour):
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.joined: list[str] = []
+        self.left: list[str] = []
+        made.append(self)
+
+    def on_join(self, room: RoomHandle, session_id: str) -> None:
+        self.joined.append(session_id)
+        room.broadcast("room.size", room.size)
+
+    def on_leave(self, room: RoomHandle, session_id: str) -> None:
+        self.left.append(session_id)
+
+    def on_message(self, room: RoomHandle, message: RoomMessage) -> RoomMessage | None:
+        if message.payload == "spam":
+            return None
+        if message.payload == "shout":
+            return RoomMessage(message.event, "SHOUT", message.sender)
+        if message.payload == "explode":
+            raise RuntimeError("behaviour bug")
+        return message
+
+
+made: list[Moderated] = []
+
+
+def rooms_app(server: WsServer) -> None:
+    server.rooms.set_behaviour(Moderated, prefix="mod:")
+
+    @server.on("join")
+    def join(ctx: WsContext) -> Any:
+        server.rooms.join(ctx.payload, ctx.session)
+        return True
+
+    @server.on("leave")
+    def leave(ctx: WsContext) -> Any:
+        server.rooms.leave(ctx.payload, ctx.session)
+        return True
+
+    @server.on("say")
+    def say(ctx: WsContext) -> Any:
+        ctx.broadcast_to_room(ctx.payload["room"], "said", ctx.payload["text"], include_self=True)
+        return None
+
+
+def test_room_behaviour_hooks_run_in_the_room(make_server: Any, clients: Any) -> None:
+    made.clear()
+    server = make_server(setup=rooms_app)
+    a, b = clients(server.url), clients(server.url)
+    a.recv(), b.recv()
+    a.request("join", "mod:1")
+    assert a.recv_until(lambda f: f["e"] == "room.size")["p"] == 1  # from on_join
+    b.request("join", "mod:1")
+    assert a.recv_until(lambda f: f["e"] == "room.size")["p"] == 2
+    for text in ("hi", "spam", "shout", "explode", "bye"):
+        a.send({"e": "say", "p": {"room": "mod:1", "text": text}})
+    got = [b.recv_until(lambda f: f["e"] == "said")["p"] for _ in range(4)]
+    assert got == ["hi", "SHOUT", "explode", "bye"]  # spam dropped; a failing hook delivers as is
+    b.request("leave", "mod:1", c="l")
+    wait_for(lambda: len(made) == 1 and len(made[0].left) == 1, what="on_leave")
+    assert len(made[0].joined) == 2
+    a.request("join", "plain", c="p")  # no behaviour outside the prefix
+    assert len(made) == 1
