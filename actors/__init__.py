@@ -27,7 +27,6 @@ only delay its own client's attach, never deadlock.
 # wscore initialises first: it makes the process gevent-ready, and its server
 # imports these modules, so importing ``actors`` on its own must go through it.
 import wscore  # noqa: F401
-
 from actors._runtime import GeventActor, GeventFuture
 from actors.connection import ConnectionActor, Outbox
 from actors.handler import HandlerActor

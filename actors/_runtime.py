@@ -107,7 +107,7 @@ class GeventActor(pykka.Actor):
             self._handle_failure(*exc_info)
             try:
                 self.on_failure(*exc_info)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._handle_failure(*sys.exc_info())
             # Wake the actor's own loop (blocked on an empty inbox) so it sees the
             # stop flag and ends its greenlet.

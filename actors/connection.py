@@ -21,8 +21,6 @@ import logging
 from collections import deque
 from typing import Any
 
-import gevent
-
 from actors._runtime import GeventActor
 from actors.messages import CloseConnection, Flush, Stats
 from wscore.errors import ConnectionClosed

@@ -129,7 +129,7 @@ class RoomActor(GeventActor):
         for _ref, offer in list(self.members.values()):
             try:
                 offer(deliver)
-            except Exception:  # noqa: BLE001 - ActorDeadError: the session ended
+            except Exception:
                 pass
 
 

@@ -218,5 +218,5 @@ def _tell(ref: Any, message: Any) -> None:
 def _offer(offer: Any, message: Any) -> None:
     try:
         offer(message)
-    except Exception:  # noqa: BLE001 - ActorDeadError: the target already ended
+    except Exception:
         pass

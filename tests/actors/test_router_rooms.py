@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pykka
+from wshelpers import wait_for
 
 from actors import FindRoom, RouterActor, SessionEnv
 from actors.messages import (
@@ -23,7 +24,6 @@ from actors.messages import (
 from wscore import WsServerConfig
 from wscore.handlers import HandlerSpec
 from wscore.protocol.envelope import Envelope, encode_envelope
-from wshelpers import wait_for
 
 
 class FakeOutbox:
@@ -66,7 +66,7 @@ def open_attached(router: Any, conn_id: int = 1) -> tuple[str, Any, FakeOutbox]:
 
 def test_broadcast_reaches_members_but_the_excluded_one_in_order() -> None:
     router = start_router()
-    a_id, a_ref, a_out = open_attached(router, 1)
+    a_id, _, a_out = open_attached(router, 1)
     b_id, b_ref, b_out = open_attached(router, 2)
     for sid in (a_id, b_id):
         router.tell(JoinRoom("r", sid))

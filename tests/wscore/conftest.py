@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from wshelpers import RawClient
 
 from wscore import WsServer, WsServerConfig
-from wshelpers import RawClient
+
 
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., WsServer]]:

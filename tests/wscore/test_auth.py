@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 import gevent.event
 import pytest
-
 from wshelpers import RawClient, wait_for
+
 from wscore import AuthResult, ConfigError, ConnectionInfo, WsAuthenticator, WsContext, WsServer
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+from wshelpers import wait_for
 
 from wscore import (
     RoomHandle,
@@ -18,7 +19,6 @@ from wscore import (
     WsServer,
 )
 from wscore.protocol.codes import ErrorCode
-from wshelpers import wait_for
 
 
 class Chat(WsController):

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import websocket
-
 from wshelpers import RawClient, wait_for
+
 from wscore import WsContext, WsServer
 
 

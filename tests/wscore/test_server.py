@@ -11,8 +11,8 @@ from typing import Any
 import gevent
 import gevent.event
 import pytest
-
 from wshelpers import RawClient, wait_for
+
 from wscore import WsContext, WsError, WsServer
 from wscore.protocol.codes import ErrorCode
 
@@ -188,7 +188,7 @@ def test_the_same_numbered_frame_runs_once(make_server: Any, clients: Any) -> No
     a2.send({"e": "count", "c": "once", "s": 1})  # … and re-sending does not run it again
     a2.send({"e": "count", "c": "next", "s": 2})
     assert a2.recv_until(lambda f: f.get("c") == "next")["p"] == {"runs": 2}
-    assert getattr(server, "runs") == 2
+    assert server.runs == 2
 
 
 def test_expired_session_answers_1006_and_left_its_rooms(make_server: Any, clients: Any) -> None:
