@@ -39,7 +39,10 @@ __all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
 
 log = logging.getLogger("wscore.transport")
 
-_READ_CHUNK = 65536
+#: Read size: the pywsgi rfile's own buffer size, so an idle connection waiting in
+#: ``read1`` holds no extra allocation (a larger size makes it reserve that many
+#: bytes per waiting connection).
+_READ_CHUNK = 8192
 #: Seconds we wait for the peer's close frame after sending ours (RFC 6455 §7.1.1).
 _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
