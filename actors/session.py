@@ -184,6 +184,9 @@ class SessionActor(GeventActor):
             "lastSeq": self.stream.last_seq,
             "heartbeat": self.env.config.ping_interval,
             "v": PROTOCOL_VERSION,
+            # wscore extension (unknown fields are ignored, SPEC §3): when the token
+            # expires, so a client can refresh it with sys.auth in time.
+            "expiresAt": self.expires_at,
         }, now_ms=self._now_ms()))
         msg.outbox.send_batch(replay)
         if self.inbound.highest:
@@ -271,7 +274,7 @@ class SessionActor(GeventActor):
             return
         self._set_expiry(result.expires_at)
         if env.correlation_id is not None:
-            self._reply(None, env.correlation_id)
+            self._reply({"expiresAt": result.expires_at}, env.correlation_id)
 
     def _on_end(self, msg: EndSession) -> None:
         self._end(msg.close_code, msg.reason)

@@ -254,7 +254,10 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         return super().run_application()
 
     def log_request(self) -> None:
-        log.debug("%s", self.format_request())
+        # Never log the query: it carries tokens and session ids (secrets, SPEC §3).
+        path = str(self.environ.get("PATH_INFO", "")) if self.environ else ""
+        log.debug("%s %s %s -> %s", self.client_address[0] if self.client_address else "-",
+                  self.command, path, self.status)
 
 
 class _Server(pywsgi.WSGIServer):  # type: ignore[misc]
