@@ -3,8 +3,9 @@
 :class:`FrameDecoder` takes the bytes read from a socket and returns complete
 events; the ``encode_*`` functions return the bytes to write. Limits are
 enforced from the frame *header*, before a payload is buffered (SPEC §4
-``max_message_bytes``), and UTF-8 is validated incrementally per fragment so a
-bad text message fails fast (RFC 6455 §8.1).
+``max_message_bytes``), and UTF-8 is validated incrementally as the bytes
+arrive, even inside an incomplete frame, so a bad text message fails fast
+(RFC 6455 §8.1).
 
 The decoder is role-aware: a server requires masked client frames (§5.1) and a
 client requires unmasked server frames. Masking keys for outgoing client frames
@@ -169,8 +170,15 @@ class FrameDecoder:
     """Incremental RFC 6455 decoder: ``feed(bytes)`` → list of complete events.
 
     Raises :class:`PeerProtocolError` (or :class:`MessageTooBig`) on the first
-    violation; the decoder is then unusable and the connection must be closed
-    with the error's ``close_code``.
+    violation; the decoder is then unusable (every later call raises the same
+    error) and the connection must be closed with the error's ``close_code``.
+    :meth:`feed_until_error` is the variant for a server that wants to act on
+    the events a peer sent *before* its violation (RFC 6455 §7.1.7 fails the
+    connection at the violation, not earlier).
+
+    Text is validated as it arrives, even inside an incomplete frame, so a
+    message with invalid UTF-8 fails as soon as the bad bytes are read (RFC
+    6455 §8.1 "fail fast"), not when its last fragment completes.
     """
 
     def __init__(self, *, role: Role, max_message_bytes: int) -> None:
@@ -182,112 +190,218 @@ class FrameDecoder:
         self._msg_size = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._text_parts: list[str] = []
+        # The incomplete text frame at the head of the buffer: whether it has
+        # been started (its header checked, the message state updated) and how
+        # many of its payload bytes were already UTF-8-validated.
+        self._head_started = False
+        self._head_done = 0
+        self._error: PeerProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for incomplete frames and messages (for memory accounting)."""
         return len(self._buf) + self._msg_size
 
+    @property
+    def error(self) -> PeerProtocolError | None:
+        """The violation that ended this decoder, if any."""
+        return self._error
+
     def feed(self, data: bytes) -> list[FrameEvent]:
-        """Consume ``data``; return every event it completes, in order."""
-        buf = self._buf
-        buf += data
-        events: list[FrameEvent] = []
-        pos = 0
-        end = len(buf)
-        while True:
-            if end - pos < 2:
-                break
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            fin = b0 & 0x80
-            if b0 & 0x70:
-                raise PeerProtocolError("reserved bits set without a negotiated extension")
-            opcode = b0 & 0x0F
-            masked = b1 & 0x80
-            length = b1 & 0x7F
-            hdr = 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                (length,) = struct.unpack_from("!H", buf, pos + 2)
-                hdr = 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                (length,) = struct.unpack_from("!Q", buf, pos + 2)
-                if length >> 63:
-                    raise PeerProtocolError("64-bit length with the top bit set")
-                hdr = 10
-            if bool(masked) != self._expect_mask:
-                raise PeerProtocolError(
-                    "client frames must be masked" if self._expect_mask
-                    else "server frames must not be masked"
-                )
-            control = opcode & 0x08
-            if control:
-                if not fin:
-                    raise PeerProtocolError("fragmented control frame")
-                if length > 125:
-                    raise PeerProtocolError("control frame longer than 125 bytes")
-            elif opcode not in (OP_CONTINUATION, OP_TEXT, OP_BINARY):
-                raise PeerProtocolError(f"reserved opcode {opcode:#x}")
-            else:
-                # Enforce the size limit from the header, before buffering the payload.
-                if opcode == OP_CONTINUATION:
-                    if self._msg_opcode is None:
-                        raise PeerProtocolError("continuation frame without a message in progress")
-                elif self._msg_opcode is not None:
-                    raise PeerProtocolError("new data frame before the fragmented message ended")
-                total = self._msg_size + length
-                if total > self._max:
-                    raise MessageTooBig(total, self._max)
-            if masked:
-                hdr += 4
-            if end - pos < hdr + length:
-                break
-            if masked:
-                mask = bytes(buf[pos + hdr - 4 : pos + hdr])
-                payload = mask_bytes(mask, bytes(buf[pos + hdr : pos + hdr + length]))
-            else:
-                payload = bytes(buf[pos + hdr : pos + hdr + length])
-            pos += hdr + length
-            if control:
-                if opcode == OP_PING:
-                    events.append(PingReceived(payload))
-                elif opcode == OP_PONG:
-                    events.append(PongReceived(payload))
-                elif opcode == OP_CLOSE:
-                    events.append(parse_close_payload(payload))
-                else:
-                    raise PeerProtocolError(f"reserved control opcode {opcode:#x}")
-                continue
-            event = self._data_frame(opcode, bool(fin), payload)
-            if event is not None:
-                events.append(event)
-        if pos:
-            del buf[:pos]
+        """Consume ``data``; return every event it completes, in order.
+
+        Raises :class:`PeerProtocolError` at the first violation; events that
+        preceded it in the same ``data`` are then lost (see :meth:`feed_until_error`).
+        """
+        events, error = self.feed_until_error(data)
+        if error is not None:
+            raise error
         return events
 
-    def _data_frame(self, opcode: int, fin: bool, payload: bytes) -> FrameEvent | None:
+    def feed_until_error(self, data: bytes) -> tuple[list[FrameEvent], PeerProtocolError | None]:
+        """Consume ``data``; return the events it completes and the violation that stopped it.
+
+        Never raises :class:`PeerProtocolError`: the error is returned after
+        the complete events that preceded it on the wire (so a server can
+        still answer them, then close with ``error.close_code``). Once an error
+        was returned, every later call returns ``([], error)``.
+        """
+        if self._error is not None:
+            return [], self._error
+        events: list[FrameEvent] = []
+        try:
+            self._decode(data, events)
+        except PeerProtocolError as exc:
+            self._error = exc
+            # Drop what we held: the decoder is finished and must not pin memory.
+            self._buf = bytearray()
+            self._msg_parts = []
+            self._text_parts = []
+            self._msg_size = 0
+            return events, exc
+        return events, None
+
+    def _decode(self, data: bytes, events: list[FrameEvent]) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        expect_mask = self._expect_mask
+        try:
+            while True:
+                if end - pos < 2:
+                    break
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                fin = b0 & 0x80
+                opcode = b0 & 0x0F
+                masked = b1 & 0x80
+                length = b1 & 0x7F
+                control = opcode & 0x08
+                # A started head frame was checked when it was started: checking it
+                # again would see its own message as "in progress" and refuse it.
+                check = not (pos == 0 and self._head_started)
+                # Fast path first (a text or binary frame outside a fragmented message,
+                # the common case); _check_header names whatever else is wrong.
+                if check and not (
+                    (b0 & 0x7F) in (OP_TEXT, OP_BINARY) and self._msg_opcode is None
+                    and bool(masked) == expect_mask
+                ):
+                    self._check_header(b0, b1)  # fail fast: 2 bytes are enough for most rules
+                hdr = 2
+                if length == 126:
+                    if end - pos < 4:
+                        break
+                    (length,) = struct.unpack_from("!H", buf, pos + 2)
+                    hdr = 4
+                elif length == 127:
+                    if end - pos < 10:
+                        break
+                    (length,) = struct.unpack_from("!Q", buf, pos + 2)
+                    if length >> 63:
+                        raise PeerProtocolError("64-bit length with the top bit set")
+                    hdr = 10
+                if check and not control:
+                    # Enforce the size limit from the header, before buffering the payload (SPEC §4).
+                    total = self._msg_size + length
+                    if total > self._max:
+                        raise MessageTooBig(total, self._max)
+                if masked:
+                    hdr += 4
+                if end - pos < hdr + length:
+                    # Incomplete: validate the text received so far (fail fast, §8.1).
+                    avail = end - pos - hdr
+                    if (
+                        not control
+                        and avail > self._head_done
+                        and (opcode == OP_TEXT or (opcode == OP_CONTINUATION and self._msg_opcode == OP_TEXT))
+                    ):
+                        if not self._head_started:
+                            self._start_data_frame(opcode)
+                            self._head_started = True
+                        chunk = self._payload(buf, pos, hdr, masked, self._head_done, avail)
+                        self._head_done = avail
+                        self._decode_text(chunk, final=False)
+                    break
+                if masked and not self._head_done:
+                    payload = mask_bytes(bytes(buf[pos + hdr - 4 : pos + hdr]),
+                                         bytes(buf[pos + hdr : pos + hdr + length]))
+                else:
+                    payload = self._payload(buf, pos, hdr, masked, self._head_done, length)
+                pos += hdr + length
+                if control:
+                    if opcode == OP_PING:
+                        events.append(PingReceived(payload))
+                    elif opcode == OP_PONG:
+                        events.append(PongReceived(payload))
+                    else:  # OP_CLOSE: _check_header refused the reserved control opcodes
+                        events.append(parse_close_payload(payload))
+                    continue
+                if fin and opcode and not self._head_started:
+                    # A whole message in one frame: no incremental state to keep.
+                    if opcode == OP_TEXT:
+                        try:
+                            events.append(TextMessage(payload.decode("utf-8")))
+                        except UnicodeDecodeError:
+                            raise PeerProtocolError(
+                                "invalid UTF-8 in a text message", close_code=1007) from None
+                    else:
+                        events.append(BinaryMessage(payload))
+                    continue
+                if not self._head_started:
+                    self._start_data_frame(opcode)
+                self._head_started = False
+                self._head_done = 0
+                event = self._end_data_frame(bool(fin), payload, length)
+                if event is not None:
+                    events.append(event)
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _check_header(self, b0: int, b1: int) -> None:
+        """Refuse a frame from its first two bytes, before any payload is buffered."""
+        opcode = b0 & 0x0F
+        if b0 & 0x70:
+            raise PeerProtocolError("reserved bits set without a negotiated extension")
+        if bool(b1 & 0x80) != self._expect_mask:
+            raise PeerProtocolError(
+                "client frames must be masked" if self._expect_mask else "server frames must not be masked"
+            )
+        if opcode & 0x08:
+            if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+                raise PeerProtocolError(f"reserved control opcode {opcode:#x}")
+            if not b0 & 0x80:
+                raise PeerProtocolError("fragmented control frame")
+            if b1 & 0x7F > 125:
+                raise PeerProtocolError("control frame longer than 125 bytes")
+        elif opcode not in (OP_CONTINUATION, OP_TEXT, OP_BINARY):
+            raise PeerProtocolError(f"reserved opcode {opcode:#x}")
+        elif opcode == OP_CONTINUATION:
+            if self._msg_opcode is None:
+                raise PeerProtocolError("continuation frame without a message in progress")
+        elif self._msg_opcode is not None:
+            raise PeerProtocolError("new data frame before the fragmented message ended")
+
+    @staticmethod
+    def _payload(buf: bytearray, pos: int, hdr: int, masked: int, start: int, stop: int) -> bytes:
+        """Payload bytes ``[start, stop)`` of the frame at ``pos``, unmasked."""
+        raw = bytes(buf[pos + hdr + start : pos + hdr + stop])
+        if not masked:
+            return raw
+        mask = bytes(buf[pos + hdr - 4 : pos + hdr])
+        # The mask cycles over the whole payload (§5.3): realign it for a slice.
+        k = start & 3
+        return mask_bytes(mask[k:] + mask[:k], raw)
+
+    def _start_data_frame(self, opcode: int) -> None:
         if opcode != OP_CONTINUATION:
             self._msg_opcode = opcode
             self._utf8.reset()
+
+    def _decode_text(self, chunk: bytes, *, final: bool) -> None:
+        try:
+            text = self._utf8.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007) from None
+        if text:
+            self._text_parts.append(text)
+
+    def _end_data_frame(self, fin: bool, rest: bytes, length: int) -> FrameEvent | None:
+        """Finish a data frame whose last ``rest`` payload bytes were not yet consumed."""
         msg_opcode = self._msg_opcode
         if msg_opcode == OP_TEXT:
-            try:
-                self._text_parts.append(self._utf8.decode(payload, fin))
-            except UnicodeDecodeError:
-                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007) from None
+            self._decode_text(rest, final=fin)
         else:
-            self._msg_parts.append(payload)
-        self._msg_size += len(payload)
+            self._msg_parts.append(rest)
+        self._msg_size += length
         if not fin:
             return None
         self._msg_opcode = None
         self._msg_size = 0
         if msg_opcode == OP_TEXT:
-            text = self._text_parts[0] if len(self._text_parts) == 1 else "".join(self._text_parts)
+            parts = self._text_parts
+            text = parts[0] if len(parts) == 1 else "".join(parts)
             self._text_parts = []
             return TextMessage(text)
         data = self._msg_parts[0] if len(self._msg_parts) == 1 else b"".join(self._msg_parts)

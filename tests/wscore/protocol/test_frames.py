@@ -118,3 +118,38 @@ def test_mask_is_an_involution() -> None:
     data = bytes(range(256)) * 3
     assert f.mask_bytes(MASK, f.mask_bytes(MASK, data)) == data
     assert f.mask_bytes(MASK, b"") == b""
+
+
+def test_events_before_a_violation_are_kept_by_feed_until_error() -> None:
+    # RFC 6455 §7.1.7 fails the connection *at* the bad frame: what came before is still answered.
+    dec = server()
+    wire = client_frame(f.OP_TEXT, b"first") + client_frame(f.OP_PING, b"p") + client_frame(0x3, b"")
+    events, error = dec.feed_until_error(wire)
+    assert events == [f.TextMessage("first"), f.PingReceived(b"p")]
+    assert error is not None and error.close_code == 1002 and dec.error is error
+    # Broken for good: the same verdict again, whatever follows.
+    assert dec.feed_until_error(client_frame(f.OP_TEXT, b"more")) == ([], error)
+    with pytest.raises(PeerProtocolError) as info:
+        dec.feed(b"")
+    assert info.value is error
+    with pytest.raises(PeerProtocolError):
+        server().feed(wire)  # plain feed: raises, the earlier events are not returned
+
+
+def test_invalid_utf8_fails_fast_inside_an_incomplete_frame() -> None:
+    # Autobahn 6.4.3: the bad bytes arrive in the middle of one frame's payload.
+    wire = client_frame(f.OP_TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited")
+    dec = server()
+    cut = 2 + 4 + len("κόσμε".encode())
+    assert dec.feed(wire[:cut]) == []  # valid so far: wait for more
+    with pytest.raises(PeerProtocolError) as info:
+        dec.feed(wire[cut : cut + 4])  # the frame is still incomplete
+    assert info.value.close_code == 1007
+
+
+def test_text_split_inside_a_character_across_reads_and_fragments() -> None:
+    text = "a€😀".encode()
+    wire = client_frame(f.OP_TEXT, text[:2], fin=False) + client_frame(f.OP_CONTINUATION, text[2:])
+    dec = server()
+    events = [e for i in range(len(wire)) for e in dec.feed(wire[i : i + 1])]
+    assert events == [f.TextMessage("a€😀")] and dec.buffered_bytes == 0
