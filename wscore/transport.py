@@ -14,7 +14,7 @@ gevent-websocket 0.10.1:
 Swapping gevent-websocket for another upgrade implementation touches this
 module only. Rules it keeps: one reader (the pywsgi handler's greenlet) per
 connection; writes from any greenlet are serialised by a lock, so frames never
-interleave on the wire; reads are bounded (64 KiB per recv, at most one
+interleave on the wire; reads are bounded (8 KiB per read, at most one
 message of ``max_message_bytes`` buffered).
 """
 
