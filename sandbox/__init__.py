@@ -13,8 +13,14 @@ Main entry points::
         ws = websocket.create_connection(net.url("/ws"))
         net.cut_all()
 
+    report = sandbox.run_scenario(app="examples.chat_fast.app:server",
+                                  profile="chaos", clients=6, duration=5, seed=7)
+    assert report.passed, report.format_text()
+
 See :mod:`sandbox.faults` for the fault values, :mod:`sandbox.profiles` for
-named profiles and :mod:`sandbox.cli` for ``wscore sandbox proxy``.
+named profiles, :mod:`sandbox.cli` for ``wscore sandbox proxy|run``,
+:mod:`sandbox.runner` for ``run_scenario`` and :mod:`sandbox.ledger` /
+:mod:`sandbox.report` for what a run records and how it is judged.
 """
 
 from gevent import monkey
@@ -39,7 +45,10 @@ from sandbox.faults import (
     diff_fault_logs,
     same_fault_log,
 )
+from sandbox.ledger import Ledger, LedgerSummary
 from sandbox.profiles import ProfileError, ProfileParams, build_profile, profile_names
+from sandbox.report import Report
+from sandbox.runner import ScenarioError, run_scenario
 
 __all__ = [
     "Bandwidth",
@@ -50,6 +59,8 @@ __all__ = [
     "FaultProxy",
     "FaultRecord",
     "Latency",
+    "Ledger",
+    "LedgerSummary",
     "LimitData",
     "ProfileError",
     "ProfileParams",
@@ -57,12 +68,15 @@ __all__ = [
     "ProxyHandle",
     "Refuse",
     "RefuseMode",
+    "Report",
     "ResetPeer",
+    "ScenarioError",
     "Slicer",
     "SlowClose",
     "build_profile",
     "diff_fault_logs",
     "profile_names",
     "proxy",
+    "run_scenario",
     "same_fault_log",
 ]

@@ -42,6 +42,7 @@ from sandbox.profiles import (
     load_profile_file,
     profile_names,
 )
+from sandbox.run_command import register_run_command
 
 __all__ = [
     "COMMAND_REGISTRARS",
@@ -134,7 +135,7 @@ def register_proxy_command(subparsers: Any) -> None:
     p.set_defaults(handler=_run_proxy)
 
 
-COMMAND_REGISTRARS: list[Registrar] = [register_proxy_command]
+COMMAND_REGISTRARS: list[Registrar] = [register_proxy_command, register_run_command]
 
 
 def build_parser(registrars: Sequence[Registrar] | None = None) -> argparse.ArgumentParser:
