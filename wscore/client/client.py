@@ -13,6 +13,9 @@ Greenlets of one client (who waits on whom)::
     writer      one per link; writes control frames and the numbered frames the
                 link has not written yet; never waits on anything but the socket
     dispatcher  runs user callbacks and hooks, in arrival order, one at a time
+    refresher   one per link, only with a ``token_provider`` and an expiring token:
+                sleeps until the refresh is due, then fetches a token and sends
+                ``sys.auth``; killed when its link ends
 
 The runner never waits for a callback, so a callback may call
 :meth:`WsClient.request` (the runner resolves it). Everything runs on the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import random
 import socket
@@ -34,12 +38,19 @@ from typing import Any, NoReturn, TypeVar, overload
 import attrs
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.queue
 import gevent.socket
 import gevent.ssl
 
 from wscore.client.config import WsClientConfig
-from wscore.client.resume import Backoff, ConnectOutcome, Delivery, ResumeState
+from wscore.client.resume import (
+    Backoff,
+    ConnectOutcome,
+    Delivery,
+    ResumeState,
+    token_refresh_at,
+)
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.protocol import frames, handshake
 from wscore.protocol.codes import (
@@ -61,6 +72,8 @@ _READ_CHUNK = 65536
 #: Close codes after which reconnecting cannot help (SPEC §3): a takeover by another
 #: connection (two clients would fight forever), refused or expired credentials, and
 #: "message too big" (the offending frame would be re-sent after every reconnect).
+#: 4005 (token expired) is terminal only for a client without a ``token_provider``:
+#: with one, the client reconnects with a fresh token and resumes the session.
 TERMINAL_CLOSE_CODES = frozenset(
     {
         CLOSE_REPLACED,
@@ -72,6 +85,8 @@ TERMINAL_CLOSE_CODES = frozenset(
 )
 
 EventCallback = Callable[[Any], object]
+#: Returns a fresh token; may block cooperatively (e.g. ask an auth server).
+TokenProvider = Callable[[], str]
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -83,6 +98,8 @@ class SessionInfo:
     resumed: bool
     last_seq: int
     heartbeat: float
+    #: When the connection's token expires (server's epoch seconds); None: never.
+    expires_at: float | None = None
 
 
 @attrs.frozen
@@ -99,10 +116,18 @@ class ClientStats:
     gaps: int
     unacked_frames: int
     queued_events: int
+    #: In-band token refreshes the server acknowledged.
+    token_refreshes: int = 0
+    #: Failed ``token_provider`` calls and refused/unanswered ``sys.auth`` (retried).
+    token_refresh_failures: int = 0
 
 
 class _LinkDead(Exception):
     """The runner gave up on a link (deadline passed); the message says which."""
+
+
+class _TokenUnavailable(Exception):
+    """The ``token_provider`` failed for a handshake; the attempt counts as failed."""
 
 
 class _Terminal(Exception):
@@ -135,6 +160,11 @@ class _Link:
         self.pre_error: WsError | None = None  # an unnumbered sys.error before sys.connected
         self.early_bytes = b""
         self.write_error: OSError | None = None
+        self.expires_at: float | None = None  # the token's expiry (server's epoch seconds)
+        self.refresh_at = 0.0  # wall clock; when the refresher acts next
+        self.refresh_wake = gevent.event.Event()  # a new refresh_at (or expiry) is set
+        self.refresher: gevent.Greenlet | None = None
+        self.auth_cids: set[int] = set()  # sys.auth requests in flight on this link
 
     def shutdown(self) -> None:
         """Make a blocked recv return at once (used by the writer on a write error)."""
@@ -178,8 +208,15 @@ class WsClient:
       way a request fails on the server side.
     * **Reconnect.** Automatic, exponential backoff with full jitter; never after
       :meth:`close`, nor after close codes 4000 (session taken over), 4003, 4004,
-      4005, 1009 (a frame over the server's limit would be re-sent forever), nor
-      after an HTTP 4xx answer to the upgrade (408 and 429 excepted).
+      4005 (unless a ``token_provider`` is given), 1009 (a frame over the
+      server's limit would be re-sent forever), nor after an HTTP 4xx answer to
+      the upgrade (408 and 429 excepted).
+    * **Token refresh.** With a ``token_provider``, every connection attempt
+      authenticates with a fresh token from it, and a token the server says
+      expires (``sys.connected``'s ``expiresAt``) is refreshed in-band with
+      ``sys.auth`` ``token_refresh_margin`` before expiry (at most halfway
+      through its remaining life). A provider that raises is logged and
+      retried with backoff; it never stops the client.
     * **Callbacks** run in the client's dispatcher greenlet, in arrival order;
       an exception in one is logged (``wscore.client``) and swallowed.
     """
@@ -189,17 +226,32 @@ class WsClient:
         url: str,
         token: str | None = None,
         *,
+        token_provider: TokenProvider | None = None,
         config: WsClientConfig | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``rng`` draws the backoff jitter (seed it to replay a run); masks use ``os.urandom``.
 
-        Raises :class:`~wscore.errors.ConfigError` for an unusable URL.
+        ``token_provider()`` returns a fresh token (a non-empty string without
+        line breaks). It runs in the client's greenlets and may block
+        cooperatively (bounded by ``open_timeout`` for a handshake and
+        ``token_refresh_timeout`` for a refresh). It is called for every
+        connection attempt and for every in-band refresh; given together with
+        ``token``, ``token`` is used for the first attempt only. Its
+        exceptions are logged and the call retried with backoff.
+
+        Raises :class:`~wscore.errors.ConfigError` for an unusable URL, token
+        or provider.
         """
         self._url = handshake.parse_ws_url(url)
         if token is not None and (not isinstance(token, str) or "\r" in token or "\n" in token):
             raise ConfigError("token must be a string without line breaks")
+        if token_provider is not None and not callable(token_provider):
+            raise ConfigError("token_provider must be a callable returning a token")
         self._token = token
+        self._provider = token_provider
+        self._static_token_used = False  # with a provider, `token` serves the first attempt only
+        self._refresh_lock = gevent.lock.Semaphore()  # one sys.auth at a time
         self.config = config if config is not None else WsClientConfig()
         cfg = self.config
         self._state = ResumeState(
@@ -231,7 +283,8 @@ class WsClient:
         self._last_failure = ""
         self._counters = dict.fromkeys(
             ("connects", "resumes", "sessions_lost", "failed_attempts", "frames_sent",
-             "frames_received", "duplicates_dropped", "gaps"), 0)
+             "frames_received", "duplicates_dropped", "gaps", "token_refreshes",
+             "token_refresh_failures"), 0)
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -249,6 +302,16 @@ class WsClient:
         """True while a link is open and its ``sys.connected`` has arrived."""
         link = self._link
         return link is not None and link.ready and not self._closing
+
+    @property
+    def token_expires_at(self) -> float | None:
+        """When the open connection's token expires (server's epoch seconds).
+
+        From ``sys.connected`` or the latest refresh; None while offline or
+        when the token never expires.
+        """
+        link = self._link
+        return link.expires_at if link is not None and link.ready else None
 
     @property
     def closed(self) -> bool:
@@ -405,6 +468,167 @@ class WsClient:
             # Callbacks of events received before the close still run (bounded wait).
             dispatcher.join(timeout=self.config.close_timeout)
 
+    # -- token refresh ------------------------------------------------------------------------
+    def refresh_token(self, token: str | None = None, *, timeout: float | None = None) -> float | None:
+        """Re-authenticate the open connection now with ``sys.auth``; return the new expiry.
+
+        The token is ``token`` if given, else a fresh one from
+        ``token_provider``, else the constructor's ``token``. Without a
+        provider, a ``token`` accepted here also becomes the token of later
+        reconnects. On success the automatic refresh (provider only) is
+        re-armed from the returned expiry (server's epoch seconds; None:
+        the token never expires). ``timeout`` (default
+        ``config.token_refresh_timeout``) bounds the provider call and the
+        server's answer together.
+
+        Raises :class:`UsageError` when there is no token to send,
+        :class:`ConnectionClosed` when no connection is open or it ends
+        meanwhile (a reconnect authenticates anew anyway) and after
+        :meth:`close`, :class:`WsError` 1004 when the server refused the token
+        (the server then closes with 4004 and the client stops for good),
+        ``TimeoutError``, and what ``token_provider`` raises (``ValueError`` for
+        an unusable token it returned).
+        """
+        if self._closed_error is not None:
+            raise self._closed_error
+        if token is not None and not _usable_token(token):
+            raise UsageError("token must be a non-empty string without line breaks")
+        if token is None and self._provider is None and self._token is None:
+            raise UsageError("refresh_token() needs a token: pass one or give the client "
+                             "a token_provider")
+        link = self._link
+        if link is None or not link.ready or self._closing:
+            raise ConnectionClosed(None, "not connected: the next connection authenticates anew",
+                                   by_peer=None)
+        wait = self.config.token_refresh_timeout if timeout is None else timeout
+        expires_at = self._refresh(link, token, time.monotonic() + wait)
+        if token is not None and self._provider is None:
+            self._token = token
+        return expires_at
+
+    def _refresh(self, link: _Link, token: str | None, deadline: float) -> float | None:
+        """Send ``sys.auth`` on ``link`` and wait for its ack; record and return the expiry."""
+        if not self._refresh_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            raise TimeoutError("another token refresh is still in flight")
+        try:
+            if token is None:
+                token = (self._fetch_token(deadline - time.monotonic())
+                         if self._provider is not None else self._token)
+            assert token is not None  # refresh_token() checked there is a source
+            if self._link is not link or not link.ready:
+                raise ConnectionClosed(None, "connection ended during the token refresh",
+                                       by_peer=None)
+            cid = next(self._cids)
+            result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+            self._pending[cid] = result
+            link.auth_cids.add(cid)
+            try:
+                # Unnumbered: sys.* frames are outside the numbered stream (SPEC §3); the
+                # server's ack is numbered and arrives through _deliver like any reply.
+                self._send_control(link, SysEvent.AUTH.value, {"token": token}, cid)
+                try:
+                    reply = _wait_result(result, max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    raise TimeoutError("no answer to sys.auth in time") from None
+            finally:
+                self._pending.pop(cid, None)
+                link.auth_cids.discard(cid)
+            expires_at = _expiry(reply.get("expiresAt") if isinstance(reply, dict) else None)
+            if not isinstance(reply, dict) or "expiresAt" not in reply:
+                log.warning("sys.auth ack without expiresAt: automatic refresh stops")
+            self._set_expiry(link, expires_at)
+            self._counters["token_refreshes"] += 1
+            log.debug("token refreshed; %s", "no expiry" if expires_at is None else
+                      f"expires in {expires_at - time.time():.1f} s")
+            return expires_at
+        finally:
+            self._refresh_lock.release()
+
+    def _set_expiry(self, link: _Link, expires_at: float | None) -> None:
+        """Record ``link``'s token expiry and (re)arm its refresher."""
+        link.expires_at = expires_at
+        if expires_at is not None:
+            link.refresh_at = token_refresh_at(
+                expires_at, time.time(), self.config.token_refresh_margin)
+        link.refresh_wake.set()
+
+    def _fetch_token(self, timeout: float) -> str:
+        """Call ``token_provider``, bounded by ``timeout``.
+
+        Raises what the provider raised, ``TimeoutError``, or ``ValueError``
+        for a return value that is no usable token.
+        """
+        provider = self._provider
+        assert provider is not None
+        if timeout <= 0:
+            raise TimeoutError("no time left to call token_provider")
+        timer = gevent.Timeout(timeout)
+        timer.start()
+        try:
+            token = provider()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise TimeoutError(f"token_provider did not return within {timeout:g} s") from None
+        finally:
+            timer.close()
+        if not _usable_token(token):
+            # Never echo the value: it may be (part of) a secret.
+            raise ValueError("token_provider returned no usable token "
+                             "(want a non-empty string without line breaks)")
+        return token
+
+    def _handshake_token(self, deadline: float) -> str | None:
+        """The token for a connection attempt: the provider's, except a first-attempt ``token``."""
+        if self._provider is None:
+            return self._token
+        if self._token is not None and not self._static_token_used:
+            self._static_token_used = True
+            return self._token
+        try:
+            return self._fetch_token(deadline - time.monotonic())
+        except Exception as exc:
+            self._counters["token_refresh_failures"] += 1
+            log.warning("token_provider failed for a connection attempt: %s: %s",
+                        type(exc).__name__, exc)
+            raise _TokenUnavailable(f"token_provider failed: {type(exc).__name__}") from exc
+
+    def _refresh_loop(self, link: _Link) -> None:
+        """Keep ``link``'s token fresh until the link ends (``_end_link`` kills this greenlet).
+
+        Never raises: a failure is logged and retried with the reconnect
+        backoff; if retries run past the expiry, the server closes with 4005
+        and the runner reconnects with a fresh token.
+        """
+        failures = 0
+        while link.expires_at is not None:
+            link.refresh_wake.clear()
+            now = time.time()
+            if now < link.refresh_at:
+                # Re-checked after every wake-up: a gevent timer armed from an I/O-woken
+                # greenlet may fire early, and refresh_token() moves refresh_at (and wakes us).
+                link.refresh_wake.wait(link.refresh_at - now)
+                continue
+            try:
+                self._refresh(link, None, time.monotonic() + self.config.token_refresh_timeout)
+                failures = 0
+            except ConnectionClosed:
+                return  # the link is ending; the runner takes it from here
+            except WsError as exc:
+                if exc.code is ErrorCode.AUTH_FAILED:
+                    return  # refused: the server closes with 4004, which is terminal
+                failures = self._refresh_failed(link, failures, exc)
+            except Exception as exc:
+                failures = self._refresh_failed(link, failures, exc)
+
+    def _refresh_failed(self, link: _Link, failures: int, exc: Exception) -> int:
+        self._counters["token_refresh_failures"] += 1
+        delay = self._backoff.delay(failures)
+        log.warning("token refresh failed (%s: %s); retrying in %.2f s",
+                    type(exc).__name__, exc, delay)
+        link.refresh_at = time.time() + delay
+        return failures + 1
+
     # -- sending ----------------------------------------------------------------------------
     def send(self, event: str, payload: Any = None) -> None:
         """Queue ``event`` for the server (exactly once while the session lives); never blocks.
@@ -490,12 +714,14 @@ class WsClient:
                 self._serve(link)
             except _Terminal as stop:
                 reason = _as_closed(stop.error)
+                if link is not None:
+                    self._fail_auth(link, stop.error)  # a refused sys.auth raises WsError(1004)
                 self._end_link(link, reason)
                 self._finish(stop.error)
                 return
             except ConnectionClosed as exc:
                 reason = exc
-            except (OSError, PeerProtocolError, _LinkDead) as exc:
+            except (OSError, PeerProtocolError, _LinkDead, _TokenUnavailable) as exc:
                 # A failed write shuts the socket, so the read fails too: report the cause.
                 cause: BaseException = exc
                 if link is not None and link.write_error is not None:
@@ -530,6 +756,10 @@ class WsClient:
             return
         if not self._closed_error:
             self._up.clear()
+        refresher = link.refresher
+        if refresher is not None and not refresher.dead:
+            refresher.kill(block=False)
+        self._fail_auth(link, reason)
         writer = link.writer
         if writer is not None and not writer.dead:
             if link.close_frame is not None and not link.close_sent:
@@ -539,21 +769,34 @@ class WsClient:
         if link.info is not None:
             self._emit_hook("disconnect", reason)
 
+    def _fail_auth(self, link: _Link, error: BaseException) -> None:
+        """Fail the ``sys.auth`` requests in flight on ``link`` (their link is gone)."""
+        for cid in list(link.auth_cids):
+            waiter = self._pending.pop(cid, None)
+            if waiter is not None and not waiter.ready():
+                waiter.set_exception(error)
+        link.auth_cids.clear()
+
     def _open_link(self) -> _Link:
-        """TCP connect and HTTP upgrade (RFC 6455 §4.1); sys.connected is read by _serve."""
+        """TCP connect and HTTP upgrade (RFC 6455 §4.1); sys.connected is read by _serve.
+
+        The ``token_provider`` call, if any, is part of the attempt (``open_timeout``).
+        """
         cfg = self.config
         deadline = time.monotonic() + cfg.open_timeout
+        token = self._handshake_token(deadline)
         params = self._state.resume_params()
         headers = list(cfg.headers)
-        if self._token is not None:
+        if token is not None:
             if cfg.token_in_query:
-                params = {"token": self._token, **params}
+                params = {"token": token, **params}
             else:
-                headers.append(("Authorization", f"Bearer {self._token}"))
+                headers.append(("Authorization", f"Bearer {token}"))
         url = self._url
         if params:
             url = url.with_resource(handshake.replace_query(url.resource, params))
-        sock = gevent.socket.create_connection((url.host, url.port), timeout=cfg.open_timeout)
+        sock = gevent.socket.create_connection(
+            (url.host, url.port), timeout=max(deadline - time.monotonic(), 0.001))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if url.secure:
@@ -661,7 +904,13 @@ class WsClient:
             if link.writer is None:
                 link.writer = gevent.spawn(self._write_loop, link)
         closed = ConnectionClosed(event.code, event.reason, by_peer=by_peer)
-        if event.code in TERMINAL_CLOSE_CODES and not self._closing:
+        terminal = event.code in TERMINAL_CLOSE_CODES
+        if event.code == ErrorCode.TOKEN_EXPIRED.close_code and self._provider is not None:
+            # The server keeps the session of an expired connection (SPEC §3): reconnect
+            # with a fresh token from the provider and resume it.
+            log.info("token expired before a refresh; reconnecting with a fresh token")
+            terminal = False
+        if terminal and not self._closing:
             raise _Terminal(link.pre_error or closed)
         raise closed
 
@@ -726,8 +975,10 @@ class WsClient:
                 # 1003/1004 precede the terminal close; 1006 precedes a fresh sys.connected.
                 link.pre_error = error
                 return
-            if error.code is ErrorCode.TOKEN_EXPIRED:
-                link.pre_error = error  # the close 4005 follows
+            if error.code in (ErrorCode.TOKEN_EXPIRED, ErrorCode.AUTH_FAILED):
+                # The close 4005/4004 follows; a terminal one raises this error (a refused
+                # sys.auth: 1004 + 4004).
+                link.pre_error = error
             self._deliver(env)
         else:
             log.warning("unexpected unnumbered %r frame from the server", event)
@@ -747,11 +998,16 @@ class WsClient:
             raise PeerProtocolError("malformed sys.connected payload")
         result = self._state.on_connected(
             session_id, resumed=p.get("resumed") is True, last_seq=last_seq)
+        raw_expiry = p.get("expiresAt")
+        expires_at = _expiry(raw_expiry)
+        if expires_at is None and raw_expiry is not None:
+            log.warning("ignoring a malformed expiresAt in sys.connected")
         info = SessionInfo(
             session_id=session_id,
             resumed=result.outcome is ConnectOutcome.RESUMED,
             last_seq=last_seq,
             heartbeat=float(heartbeat),
+            expires_at=expires_at,
         )
         cfg = self.config
         link.dead_after = cfg.dead_link_timeout or max(2.0 * heartbeat, heartbeat + 1.0)
@@ -781,10 +1037,13 @@ class WsClient:
             self._emit_hook("resume", info)
         link.writer = gevent.spawn(self._write_loop, link)
         link.wake.set()
+        self._set_expiry(link, expires_at)
+        if expires_at is not None and self._provider is not None:
+            link.refresher = gevent.spawn(self._refresh_loop, link)
         self._up.set()
 
-    def _send_control(self, link: _Link, event: str, payload: Any) -> None:
-        text = encode_envelope(event, payload, now_ms=_now_ms()).unnumbered()
+    def _send_control(self, link: _Link, event: str, payload: Any, cid: int | None = None) -> None:
+        text = encode_envelope(event, payload, now_ms=_now_ms(), correlation_id=cid).unnumbered()
         link.control.append(
             frames.encode_frame(frames.OP_TEXT, text.encode("utf-8"), mask_key=os.urandom(4)))
         link.wake.set()
@@ -876,6 +1135,18 @@ class WsClient:
         if self._dispatcher is not None:
             # After queued callbacks; put_nowait would drop the sentinel when full.
             gevent.spawn(self._events.put, None)
+
+
+def _usable_token(token: object) -> bool:
+    """A token fits an HTTP header and a query value: a non-empty str without line breaks."""
+    return isinstance(token, str) and bool(token) and "\r" not in token and "\n" not in token
+
+
+def _expiry(value: object) -> float | None:
+    """``expiresAt`` as sent by the server: epoch seconds, or None (also for junk)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _now_ms() -> int:

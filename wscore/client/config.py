@@ -47,7 +47,7 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
 class WsClientConfig:
     """Every knob of a :class:`~wscore.client.WsClient`.
 
-    Groups: connecting, reconnecting (exponential backoff with full jitter),
+    Groups: connecting (token refresh included), reconnecting (exponential backoff with full jitter),
     liveness, acknowledgements, bounds, requests/closing.
     """
 
@@ -64,6 +64,14 @@ class WsClientConfig:
     headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_headers)
     #: TLS context for ``wss://`` (None: the platform's default verifying context).
     ssl_context: ssl.SSLContext | None = None
+
+    #: Refresh the token (``sys.auth`` with a token from ``token_provider``) this long before
+    #: the server's announced ``expiresAt`` — capped at half the remaining lifetime, so
+    #: short-lived tokens are refreshed halfway. Also absorbs moderate client/server clock skew.
+    token_refresh_margin: float = attrs.field(default=30.0, validator=_positive)
+    #: One refresh (``token_provider`` call + the server's answer to ``sys.auth``) must finish
+    #: within this; a failed or timed-out refresh is retried with the reconnect backoff.
+    token_refresh_timeout: float = attrs.field(default=10.0, validator=_positive)
 
     # -- reconnecting -------------------------------------------------------------------
     reconnect: bool = True

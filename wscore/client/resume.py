@@ -42,6 +42,7 @@ __all__ = [
     "Delivery",
     "ResumeState",
     "UniformRng",
+    "token_refresh_at",
 ]
 
 
@@ -256,3 +257,20 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """A random delay for attempt ``attempt`` (0-based), in seconds."""
         return self._rng.uniform(0.0, self.ceiling(attempt))
+
+
+def token_refresh_at(expires_at: float, now: float, margin: float) -> float:
+    """When to refresh a token that expires at ``expires_at`` (both wall-clock epoch seconds).
+
+    ``margin`` seconds before the expiry, but never more than half of the
+    lifetime left at ``now``: a token living less than ``2 * margin`` is
+    refreshed halfway, which still leaves the other half for the provider and
+    the round trip. A token already expired by our clock (skew, a slow
+    provider) is due at ``now``. Compute it once per expiry, when it becomes
+    known — re-deriving it later from a later ``now`` would keep halving the
+    remainder and never come due.
+    """
+    remaining = expires_at - now
+    if remaining <= 0:
+        return now
+    return expires_at - min(margin, remaining / 2.0)
