@@ -81,12 +81,18 @@ class Attach:
     expires_at: float | None = None
     #: The connection's :class:`wscore.ConnectionInfo` (for ``sys.auth`` re-checks).
     conn_info: Any = None
+    #: The client's own instance tag and attempt counter (``?client=&attempt=``),
+    #: used to refuse a stale, abandoned attempt that arrives after a newer one.
+    client_tag: str | None = None
+    attempt: int | None = None
 
 
 @attrs.frozen
 class AttachResult:
     ok: bool
     reason: str = ""
+    #: True when the attempt was refused as older than one already attached.
+    stale: bool = False
 
 
 @attrs.frozen

@@ -127,6 +127,8 @@ class SessionActor(GeventActor):
         self.refused_in_a_row = 0
         self.frames_in = 0
         self.conn_info: Any = None
+        #: Highest connection attempt attached per client instance tag (stale-attempt guard).
+        self.attempts: dict[str, int] = {}
         self.expires_at: float | None = None
         self.token_generation = 0
         self._dispatch: dict[type, Callable[[Any], Any]] = {
@@ -162,6 +164,15 @@ class SessionActor(GeventActor):
     def _on_attach(self, msg: Attach) -> AttachResult:
         if self.state is SessionState.CLOSED:
             return AttachResult(False, "session closed")
+        if msg.client_tag is not None and msg.attempt is not None:
+            # A client's abandoned attempt (e.g. held by a partition, delivered after
+            # the network healed) must not take over the connection that replaced it.
+            if msg.attempt <= self.attempts.get(msg.client_tag, 0):
+                log.info("refused a stale connection attempt of user %r", self.view.user_id)
+                return AttachResult(False, "stale connection attempt", stale=True)
+            if len(self.attempts) >= 16 and msg.client_tag not in self.attempts:
+                self.attempts.pop(next(iter(self.attempts)))  # bounded: oldest tag goes
+            self.attempts[msg.client_tag] = msg.attempt
         replay: list[str] = []
         if msg.resume_from is not None:
             try:

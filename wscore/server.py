@@ -56,7 +56,7 @@ from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
-from wscore.protocol.codes import CLOSE_GOING_AWAY, ErrorCode, SysEvent
+from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode, SysEvent
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
 
@@ -471,6 +471,8 @@ class WsServer:
                 ) -> Any:
         router = self._router
         resume_id = transport.query.get("session")
+        client_tag = transport.query.get("client") or None
+        attempt = _int_or_zero(transport.query.get("attempt")) or None
         if resume_id:
             last_seq = _int_or_zero(transport.query.get("last_seq"))
             claim = router.ask(ClaimSession(resume_id, auth.user_id), timeout=_ASK_TIMEOUT)
@@ -483,19 +485,23 @@ class WsServer:
                 try:
                     result: AttachResult = claim.session_ref.ask(
                         Attach(conn_id, outbox, last_seq, auth.user_id, auth.expires_at,
-                               _conn_info(transport)), timeout=_ASK_TIMEOUT)
+                               _conn_info(transport), client_tag, attempt), timeout=_ASK_TIMEOUT)
                 except pykka.ActorDeadError:
                     result = AttachResult(False, "session ended")
                 if result.ok:
                     return claim.session_ref
+                if result.stale:
+                    # Nobody waits on this connection any more: close it, touch nothing.
+                    transport.close(CLOSE_REPLACED, "superseded by a newer attempt")
+                    return None
             outbox.send(encode_error(WsError(
                 ErrorCode.SESSION_NOT_FOUND,
                 "the session expired or cannot be resumed; its state was lost",
             ), now_ms=_now_ms()).unnumbered())
         opened = router.ask(OpenSession(auth.user_id), timeout=_ASK_TIMEOUT)
         result = opened.session_ref.ask(
-            Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport)),
-            timeout=_ASK_TIMEOUT)
+            Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport),
+                   client_tag, attempt), timeout=_ASK_TIMEOUT)
         return opened.session_ref if result.ok else None
 
     def _read_loop(self, conn_id: int, outbox: Outbox, transport: WsTransport, session_ref: Any

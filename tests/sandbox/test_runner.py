@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import sandbox
+from wscore.client import WsClientConfig
 from sandbox import cli
 from sandbox.report import Report
 from sandbox.runner import AppConfig, ScenarioError, fit_profile_params
@@ -114,3 +115,20 @@ def test_profiles_are_fitted_to_the_app() -> None:
     tight = AppConfig(path="/ws", ping_interval=2.0, ping_timeout=6.0, session_ttl=5.0)
     with pytest.raises(ScenarioError, match="does not fit"):
         fit_profile_params("partition", tight, duration=60)
+
+
+#: Clients that give up on a connection attempt after 1 s: during a partition of
+#: several seconds each leaves abandoned attempts that the network delivers later.
+ABANDONING_CLIENTS = WsClientConfig(backoff_base=0.1, backoff_cap=0.5, open_timeout=1.0,
+                                    connect_timeout=15.0)
+
+
+def test_partition_longer_than_the_heartbeat_loses_nothing() -> None:
+    # Regression: attempts held by the partition and delivered after it healed used
+    # to take the session over from the live reconnect (close 4000, client stopped).
+    report = sandbox.run_scenario(app="sbx_apps:short_heartbeat", profile="partition", clients=20,
+                                  duration=8, seed=7, partition_after_seconds=0.5,
+                                  app_env=TEST_APPS, client_config=ABANDONING_CLIENTS)
+    assert report.passed, report.format_text()
+    assert_guarantees_held(report)
+    assert report.ledger.resumes >= 20 and report.ledger.sessions_lost == 0

@@ -314,3 +314,20 @@ def test_stop_closes_connections_with_going_away(make_server: Any, clients: Any)
     gevent.spawn(server.stop)
     assert a.recv_close() == 1001
     wait_for(lambda: server._state == "stopped", what="stop")
+
+
+def test_a_stale_attempt_cannot_take_over_a_newer_connection(make_server: Any, clients: Any
+                                                             ) -> None:
+    server = make_server(setup=chat_app)
+    first = clients(f"{server.url}?client=c1&attempt=1")
+    sid = connected(first)["sessionId"]
+    first.request("count", None, c="1")
+    newer = clients(f"{server.url}?session={sid}&last_seq=1&client=c1&attempt=3")
+    assert connected(newer)["resumed"] is True
+    assert first.recv_close() == 4000  # a newer attempt takes over
+    stale = clients(f"{server.url}?session={sid}&last_seq=0&client=c1&attempt=2")
+    assert stale.recv_close() == 4000  # the abandoned attempt is turned away …
+    assert newer.request("count", None, c="2")["p"] == {"runs": 2}  # … the live one untouched
+    other_device = clients(f"{server.url}?session={sid}&last_seq=2&client=c2&attempt=1")
+    assert connected(other_device)["resumed"] is True  # another instance may still take over
+    assert newer.recv_close() == 4000

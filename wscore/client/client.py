@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -259,6 +260,7 @@ class WsClient:
             max_unacked_bytes=cfg.max_unacked_bytes,
             ack_every_frames=cfg.ack_every_frames,
             ack_delay=cfg.ack_delay,
+            client_tag=secrets.token_hex(8),
         )
         self._backoff = Backoff(
             base=cfg.backoff_base, cap=cfg.backoff_cap, rng=rng or random.Random()

@@ -87,7 +87,12 @@ class ResumeState:
         max_unacked_bytes: int,
         ack_every_frames: int,
         ack_delay: float,
+        client_tag: str | None = None,
     ) -> None:
+        """``client_tag`` names this client instance to the server (random, chosen by the
+        caller): with the attempt counter it lets the server refuse a stale attempt."""
+        self.client_tag = client_tag
+        self.attempts = 0  # connection attempts made (numbered 1, 2, 3 … in the URL)
         self._max_frames = max_unacked_frames
         self._max_bytes = max_unacked_bytes
         self._ack_every = ack_every_frames
@@ -196,10 +201,20 @@ class ResumeState:
 
     # -- connections -------------------------------------------------------------------------
     def resume_params(self) -> dict[str, str]:
-        """Query parameters for the next connection (empty for the first session)."""
+        """Query parameters for the next connection attempt (each call is a new attempt).
+
+        ``client`` + ``attempt`` number the attempts of this client instance, so the
+        server can refuse an abandoned attempt that arrives after a newer one (a
+        partition may hold a request and deliver it once the network heals) instead
+        of letting it take the session over from the live connection.
+        """
+        self.attempts += 1
+        params: dict[str, str] = {}
+        if self.client_tag is not None:
+            params = {"client": self.client_tag, "attempt": str(self.attempts)}
         if self.session_id is None:
-            return {}
-        return {"session": self.session_id, "last_seq": str(self.delivered)}
+            return params
+        return {"session": self.session_id, "last_seq": str(self.delivered), **params}
 
     def on_connected(self, session_id: str, *, resumed: bool, last_seq: int) -> Connected:
         """Apply ``sys.connected``; tells the caller what happened and what to re-send."""

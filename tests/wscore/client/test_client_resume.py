@@ -279,3 +279,14 @@ def test_backoff_rejects_nonsense() -> None:
         Backoff(base=1.0, cap=0.5, rng=random.Random())
     with pytest.raises(ValueError):
         Backoff(base=0.0, cap=1.0, rng=random.Random())
+
+
+def test_resume_params_number_every_attempt_of_this_instance() -> None:
+    from wscore.client.resume import ResumeState
+
+    state = ResumeState(max_unacked_frames=10, max_unacked_bytes=1000, ack_every_frames=4,
+                        ack_delay=0.1, client_tag="abc")
+    assert state.resume_params() == {"client": "abc", "attempt": "1"}
+    state.on_connected("sid", resumed=False, last_seq=0)
+    assert state.resume_params() == {"session": "sid", "last_seq": "0", "client": "abc",
+                                     "attempt": "2"}
