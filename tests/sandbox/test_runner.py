@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import sandbox
-from wscore.client import WsClientConfig
 from sandbox import cli
 from sandbox.report import Report
 from sandbox.runner import AppConfig, ScenarioError, fit_profile_params
+from wscore.client import WsClientConfig
 
 HERE = pathlib.Path(__file__).resolve().parent
 TEST_APPS = {"PYTHONPATH": str(HERE)}  # sbx_apps.py lives next to this file
