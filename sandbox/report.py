@@ -110,6 +110,12 @@ def judge(ledger: LedgerSummary, run: RunInfo) -> Verdict:
         breaches.append(f"{ledger.rpc_wrong_reply} RPCs got a reply that is not theirs")
     if ledger.rpc_unanswered:
         breaches.append(f"{ledger.rpc_unanswered} RPCs never answered and never failed")
+    unmatched = run.client_counters.get("unmatched_replies", 0)
+    if unmatched:
+        # A second reply to one request (its handler ran twice) or a reply that came
+        # after the request gave up: either way a guarantee did not hold.
+        breaches.append(f"clients got {unmatched} replies no request was waiting for "
+                        "(duplicated or late)")
     gaps = run.client_counters.get("gaps", 0)
     if gaps:
         breaches.append(f"clients saw {gaps} gaps in the server's numbered stream")

@@ -121,6 +121,9 @@ class ClientStats:
     token_refreshes: int = 0
     #: Failed ``token_provider`` calls and refused/unanswered ``sys.auth`` (retried).
     token_refresh_failures: int = 0
+    #: Replies/errors carrying a ``c`` no pending request waits for: the reply to a
+    #: timed-out request, or a second reply to one request (a handler run twice).
+    unmatched_replies: int = 0
 
 
 class _LinkDead(Exception):
@@ -285,7 +288,7 @@ class WsClient:
         self._last_failure = ""
         self._counters = dict.fromkeys(
             ("connects", "resumes", "sessions_lost", "failed_attempts", "frames_sent",
-             "frames_received", "duplicates_dropped", "gaps", "token_refreshes",
+             "frames_received", "duplicates_dropped", "gaps", "unmatched_replies", "token_refreshes",
              "token_refresh_failures"), 0)
 
     # -- properties -------------------------------------------------------------------------
@@ -945,6 +948,7 @@ class WsClient:
             if waiter is not None:
                 waiter.set(env.payload)
             else:
+                self._counters["unmatched_replies"] += 1
                 log.debug("reply to an abandoned request c=%r dropped", cid)
             return
         if event == SysEvent.ERROR.value:
@@ -954,6 +958,7 @@ class WsClient:
                 waiter.set_exception(error)
                 return
             if cid is not None:
+                self._counters["unmatched_replies"] += 1
                 log.debug("error for an abandoned request c=%r dropped: %s", cid, error)
                 return
             if not self._listeners.get(event) and not self._any_listeners:

@@ -363,3 +363,15 @@ def test_usage_errors(app: Any, make_client: MakeClient) -> None:
     client = make_client(app.url)
     with pytest.raises(UsageError):
         client.request("sys.auth", {})
+
+
+def test_a_reply_nobody_waits_for_is_counted(app: Any, make_client: Any, wait_until: Any) -> None:
+    client = make_client(app.url)
+    client.connect()
+    with pytest.raises(TimeoutError):
+        client.request("slow", None, timeout=0.2)
+    assert client.stats().unmatched_replies == 0
+    app.release.set()  # the handler finishes: its reply arrives after the request gave up
+    wait_until(lambda: client.stats().unmatched_replies == 1, what="the late reply")
+    assert client.request("echo", 1) == 1
+    assert client.stats().unmatched_replies == 1
