@@ -144,24 +144,28 @@ class WsTransport:
             raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
         self._write(frames.encode_frame(frames.OP_BINARY, bytes(data)))
 
-    def send_texts(self, texts: list[str]) -> None:
-        """Write several text messages with one syscall (write coalescing)."""
-        if self._close_sent or self._closed:
-            raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
-        enc = frames.encode_frame
-        self._write(b"".join([enc(frames.OP_TEXT, t.encode("utf-8")) for t in texts]))
+    @staticmethod
+    def encode_texts(texts: list[str]) -> bytes:
+        """The wire bytes of several text messages, one frame each (RFC 6455 §5.6)."""
+        enc, op = frames.encode_frame, frames.OP_TEXT
+        return b"".join([enc(op, t.encode("utf-8")) for t in texts])
 
-    def send_text_nowait(self, text: str) -> bool:
-        """Write one text frame *without waiting*, if that is possible right now.
+    PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
 
-        True: the frame is the socket's (wholly sent, or its unsent tail kept in
-        :attr:`has_tail`, which the caller must then get flushed with
-        :meth:`flush_tail`). False: nothing was written — another write is in
-        progress, a tail is pending, or the connection is over — so queue it.
+    @property
+    def busy(self) -> bool:
+        """A write is in progress or a partly written frame waits: writes must queue."""
+        return bool(self._tail) or self._write_lock.locked()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` *without ever waiting* (safe from the gevent hub).
+
+        True: the bytes are the socket's — wholly sent, or the unsent tail kept
+        (:attr:`has_tail`; someone must then call :meth:`flush_tail`). False:
+        nothing was written because the connection is over or :attr:`busy`.
         """
-        if self._close_sent or self._closed or self._tail or self._write_lock.locked():
+        if self._close_sent or self._closed or self.busy:
             return False
-        data = frames.encode_frame(frames.OP_TEXT, text.encode("utf-8"))
         try:
             sent = self._sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: 0.0 = never wait
         except BlockingIOError:
@@ -173,12 +177,18 @@ class WsTransport:
             self._tail = data[sent:]
         return True
 
+    def write(self, data: bytes) -> None:
+        """Write ``data``, waiting for the socket as long as needed (not from the hub)."""
+        if self._close_sent or self._closed:
+            raise ConnectionClosed(self.close_code, "already closed", by_peer=None)
+        self._write(data)
+
     @property
     def has_tail(self) -> bool:
         return bool(self._tail)
 
     def flush_tail(self) -> None:
-        """Finish writing a frame that :meth:`send_text_nowait` started (may wait)."""
+        """Finish writing what :meth:`write_nowait` left over (may wait)."""
         if self._tail:
             tail, self._tail = self._tail, b""
             self._write(tail)

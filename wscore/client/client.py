@@ -32,6 +32,7 @@ import os
 import random
 import secrets
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, overload
@@ -635,6 +636,25 @@ class WsClient:
         return failures + 1
 
     # -- sending ----------------------------------------------------------------------------
+    def drop_connection(self) -> bool:
+        """Cut the current link abruptly, as a network fault would (for tests and load tests).
+
+        The socket is reset (TCP RST, no close frame); the client notices, reconnects
+        and resumes exactly as after any network loss. Returns False when there was no
+        open link to cut.
+        """
+        link = self._link
+        if link is None or not self.connected:
+            return False
+        try:
+            # SO_LINGER 0: close() sends RST instead of FIN (RFC 793 abort); the greenlets
+            # blocked on this socket then fail, which the runner treats as link loss.
+            link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            link.sock.close()
+        except OSError as exc:
+            log.debug("drop_connection: %s", exc)
+        return True
+
     def send(self, event: str, payload: Any = None) -> None:
         """Queue ``event`` for the server (exactly once while the session lives); never blocks.
 

@@ -375,3 +375,18 @@ def test_a_reply_nobody_waits_for_is_counted(app: Any, make_client: Any, wait_un
     wait_until(lambda: client.stats().unmatched_replies == 1, what="the late reply")
     assert client.request("echo", 1) == 1
     assert client.stats().unmatched_replies == 1
+
+
+def test_drop_connection_resumes_like_a_network_fault(app: Any, make_client: Any,
+                                                       wait_until: Any) -> None:
+    client = make_client(app.url)
+    resumed: list[Any] = []
+    client.on_resume(resumed.append)
+    client.connect()
+    assert client.request("echo", "before") == "before"
+    assert client.drop_connection() is True
+    wait_until(lambda: len(resumed) == 1, what="the resume after the drop")
+    assert client.request("echo", "after") == "after"
+    assert client.stats().resumes == 1
+    client.close()
+    assert client.drop_connection() is False
