@@ -136,7 +136,12 @@ class Outbox:
                 return
             if transport.closed:
                 return
-            if transport.write_nowait(encode_items(self.take_all())) and transport.has_tail:
+            queue = self._queue
+            if len(queue) == 1 and type(queue[0]) is str:  # the common case, without the loop
+                data = WsTransport.encode_text(queue.popleft())
+            else:
+                data = encode_items(self.take_all())
+            if transport.write_nowait(data) and transport.has_tail:
                 self._wake()  # the socket took part of it: the actor finishes, waiting
         except Exception:
             log.exception("connection %d: write failed", self.conn_id)

@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 import gevent
+import pykka
 
 from actors._runtime import GeventActor
 from actors.messages import (
@@ -149,6 +150,21 @@ class SessionActor(GeventActor):
         }
 
     # -- lifecycle ---------------------------------------------------------------------
+    def offer(self, message: Any) -> None:
+        """:meth:`GeventActor.offer`, specialised for ``Deliver`` (the fan-out hot path)."""
+        if type(message) is not Deliver or self._busy or not self.actor_inbox.empty():
+            self.actor_ref.tell(message)
+            return
+        if self.actor_stopped.is_set():
+            raise pykka.ActorDeadError(f"{self} stopped")
+        if self.state is SessionState.CLOSED:
+            return
+        self._busy = True
+        try:
+            self._push(message.frame)
+        finally:
+            self._busy = False
+
     def on_start(self) -> None:
         self.view._ref = self.actor_ref
         self._arm_ttl()

@@ -89,6 +89,12 @@ class WsServerConfig:
     rate_abuse_close_after: int = attrs.field(default=200, validator=_positive)
     #: Seconds stop() waits for connections to flush their close frames.
     shutdown_timeout: float = attrs.field(default=5.0, validator=_non_negative)
+    # -- process ------------------------------------------------------------
+    #: On start(), make the cyclic GC's full collections ~100x rarer (process-wide:
+    #: ``gc.set_threshold(t0, t1, 1000)``). A server holds many long-lived objects
+    #: (sessions, replay buffers); full collections scanning them showed up as
+    #: 100+ ms latency tails (see docs/guarantees.md). False leaves the GC alone.
+    gc_tuning: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.ping_timeout <= self.ping_interval:

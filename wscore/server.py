@@ -18,6 +18,7 @@ stop every actor. A stopped server cannot be started again.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -65,6 +66,8 @@ __all__ = ["Rooms", "WsServer"]
 log = logging.getLogger("wscore.server")
 
 _ASK_TIMEOUT = 10.0
+#: Third-generation GC threshold under ``gc_tuning`` (CPython's default is 10).
+_GC_FULL_COLLECTION_THRESHOLD = 1000
 
 
 class Rooms:
@@ -270,6 +273,9 @@ class WsServer:
             raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
                               ) from None
         self._state = "running"
+        if cfg.gc_tuning:
+            t0, t1, t2 = gc.get_threshold()
+            gc.set_threshold(t0, t1, max(t2, _GC_FULL_COLLECTION_THRESHOLD))
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         log.info("wscore listening on %s", self.url)
 

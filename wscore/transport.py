@@ -66,6 +66,9 @@ class WsTransport:
         self, sock: socket.socket, rfile: Any, environ: Mapping[str, Any], *, max_message_bytes: int
     ) -> None:
         self._sock = sock
+        #: gevent's socket wraps a non-blocking OS socket; writing to it directly is
+        #: how write_nowait can run in the hub.
+        self._raw_sock: Any = getattr(sock, "_sock", sock)
         self._rfile = rfile
         self._decoder = frames.FrameDecoder(role="server", max_message_bytes=max_message_bytes)
         self._write_lock = gevent.lock.Semaphore()
@@ -150,6 +153,11 @@ class WsTransport:
         enc, op = frames.encode_frame, frames.OP_TEXT
         return b"".join([enc(op, t.encode("utf-8")) for t in texts])
 
+    @staticmethod
+    def encode_text(text: str) -> bytes:
+        """The wire bytes of one text message."""
+        return frames.encode_frame(frames.OP_TEXT, text.encode("utf-8"))
+
     PING_FRAME = frames.encode_frame(frames.OP_PING, b"")
 
     @property
@@ -167,7 +175,8 @@ class WsTransport:
         if self._close_sent or self._closed or self.busy:
             return False
         try:
-            sent = self._sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: 0.0 = never wait
+            # The OS socket under gevent's wrapper is non-blocking: this never waits.
+            sent = self._raw_sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:

@@ -331,3 +331,17 @@ def test_a_stale_attempt_cannot_take_over_a_newer_connection(make_server: Any, c
     other_device = clients(f"{server.url}?session={sid}&last_seq=2&client=c2&attempt=1")
     assert connected(other_device)["resumed"] is True  # another instance may still take over
     assert newer.recv_close() == 4000
+
+
+def test_gc_tuning_makes_full_collections_rarer_unless_disabled(make_server: Any) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        make_server(gc_tuning=False)
+        assert gc.get_threshold() == (700, 10, 10)
+        make_server()
+        assert gc.get_threshold() == (700, 10, 1000)
+    finally:
+        gc.set_threshold(*before)

@@ -89,3 +89,33 @@ def test_token_bucket_refills_with_passed_in_time() -> None:
     assert [b.take(0.0) for _ in range(3)] == [True, True, False]
     assert b.take(0.1) and not b.take(0.1)
     assert b.take(10.0) and b.take(10.0) and not b.take(10.0)  # capped at burst
+
+
+def test_resume_from_before_an_acknowledged_point_is_impossible() -> None:
+    s = OutgoingStream(max_buffered=10)
+    fill(s, 6)
+    s.ack(4)
+    with pytest.raises(ResumeImpossible):
+        s.replay_after(2)  # frames 3 and 4 were released on the ack
+    assert s.replay_after(4) == ["m5", "m6"]
+
+
+def test_replay_is_always_the_exact_unseen_suffix() -> None:
+    # Any interleaving of sends, acks and overflow: a replay either raises or
+    # returns exactly the frames after last_seq, in order.
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        s = OutgoingStream(max_buffered=rng.randint(1, 8))
+        for _ in range(rng.randint(0, 30)):
+            if rng.random() < 0.7:
+                fill(s, 1)
+            else:
+                s.ack(rng.randint(0, s.last_seq))
+        last = rng.randint(0, s.last_seq)
+        try:
+            got = s.replay_after(last)
+        except ResumeImpossible:
+            continue
+        assert got == [f"m{i}" for i in range(last + 1, s.last_seq + 1)]
