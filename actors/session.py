@@ -132,22 +132,6 @@ class SessionActor(GeventActor):
         self.attempts: dict[str, int] = {}
         self.expires_at: float | None = None
         self.token_generation = 0
-        self._dispatch: dict[type, Callable[[Any], Any]] = {
-            ClientFrame: self._on_client_frame,
-            Deliver: self._on_deliver,
-            SessionOutbound: self._on_deliver,
-            _FlushAck: self._on_flush_ack,
-            Attach: self._on_attach,
-            Detach: self._on_detach,
-            Unparseable: self._on_unparseable,
-            HandlerFinished: self._on_handler_finished,
-            JoinedRoom: self._on_joined,
-            LeftRoom: self._on_left,
-            Expire: self._on_expire,
-            TokenCheck: self._on_token_check,
-            EndSession: self._on_end,
-            Stats: self._on_stats,
-        }
 
     # -- lifecycle ---------------------------------------------------------------------
     def offer(self, message: Any) -> None:
@@ -170,11 +154,11 @@ class SessionActor(GeventActor):
         self._arm_ttl()
 
     def on_receive(self, message: Any) -> Any:
-        handler = self._dispatch.get(type(message))
+        handler = _DISPATCH.get(type(message))
         if handler is None:
             log.warning("session: unexpected message %r", type(message).__name__)
             return None
-        return handler(message)
+        return handler(self, message)
 
     # -- connection binding -------------------------------------------------------------
     def _on_attach(self, msg: Attach) -> AttachResult:
@@ -508,6 +492,25 @@ class SessionActor(GeventActor):
             "rooms": len(self.view._rooms),
             "frames_in": self.frames_in,
         }
+
+
+#: Message type → handler. Class-level, so a session costs no per-instance table.
+_DISPATCH: dict[type, Callable[[SessionActor, Any], Any]] = {
+    ClientFrame: SessionActor._on_client_frame,
+    Deliver: SessionActor._on_deliver,
+    SessionOutbound: SessionActor._on_deliver,
+    _FlushAck: SessionActor._on_flush_ack,
+    Attach: SessionActor._on_attach,
+    Detach: SessionActor._on_detach,
+    Unparseable: SessionActor._on_unparseable,
+    HandlerFinished: SessionActor._on_handler_finished,
+    JoinedRoom: SessionActor._on_joined,
+    LeftRoom: SessionActor._on_left,
+    Expire: SessionActor._on_expire,
+    TokenCheck: SessionActor._on_token_check,
+    EndSession: SessionActor._on_end,
+    Stats: SessionActor._on_stats,
+}
 
 
 def _internal_error(now_ms: int, c: Any) -> EncodedFrame:

@@ -14,7 +14,7 @@ gevent-websocket 0.10.1:
 Swapping gevent-websocket for another upgrade implementation touches this
 module only. Rules it keeps: one reader (the pywsgi handler's greenlet) per
 connection; writes from any greenlet are serialised by a lock, so frames never
-interleave on the wire; reads are bounded (8 KiB per read, at most one
+interleave on the wire; reads are bounded (64 KiB per recv, at most one
 message of ``max_message_bytes`` buffered).
 """
 
@@ -39,10 +39,10 @@ __all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
 
 log = logging.getLogger("wscore.transport")
 
-#: Read size: the pywsgi rfile's own buffer size, so an idle connection waiting in
-#: ``read1`` holds no extra allocation (a larger size makes it reserve that many
-#: bytes per waiting connection).
-_READ_CHUNK = 8192
+#: Bytes asked of one recv. gevent waits for readability *before* calling recv,
+#: so an idle connection holds no read buffer at all (reading through pywsgi's
+#: buffered rfile instead kept an 8 KiB buffer per idle connection).
+_READ_CHUNK = 65536
 #: Seconds we wait for the peer's close frame after sending ours (RFC 6455 §7.1.1).
 _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 
@@ -69,7 +69,16 @@ class WsTransport:
         #: gevent's socket wraps a non-blocking OS socket; writing to it directly is
         #: how write_nowait can run in the hub.
         self._raw_sock: Any = getattr(sock, "_sock", sock)
-        self._rfile = rfile
+        # Bytes pywsgi's buffered reader already took off the socket after the
+        # upgrade request (a client that did not wait for the 101): read them
+        # first, without waiting, then read the socket directly.
+        sock.settimeout(0.0)
+        try:
+            self._leftover: bytes = rfile.read1(_READ_CHUNK) or b""
+        except OSError:
+            self._leftover = b""
+        finally:
+            sock.settimeout(None)
         self._decoder = frames.FrameDecoder(role="server", max_message_bytes=max_message_bytes)
         self._write_lock = gevent.lock.Semaphore()
         #: Bytes of a frame the socket took only in part on a non-waiting write;
@@ -97,7 +106,8 @@ class WsTransport:
         try:
             while True:
                 try:
-                    data = self._rfile.read1(_READ_CHUNK)
+                    data = self._leftover or self._sock.recv(_READ_CHUNK)
+                    self._leftover = b""
                 except OSError as exc:
                     raise ConnectionClosed(None, f"network error: {exc}", by_peer=None) from None
                 if not data:

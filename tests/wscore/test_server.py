@@ -345,3 +345,33 @@ def test_gc_tuning_makes_full_collections_rarer_unless_disabled(make_server: Any
         assert gc.get_threshold() == (700, 10, 1000)
     finally:
         gc.set_threshold(*before)
+
+
+def test_frames_sent_before_the_101_arrives_are_not_lost(make_server: Any) -> None:
+    import os
+
+    from wscore.protocol import frames
+
+    server = make_server(setup=chat_app)
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.settimeout(10)  # a lost frame must fail the test, not hang it
+    frame = frames.encode_frame(frames.OP_TEXT, b'{"v":"1.0","e":"count","c":"early"}',
+                                mask_key=os.urandom(4))
+    # One write: the upgrade request and a frame right behind it (pipelined).
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                 + frame)
+    data = b""
+    decoder = frames.FrameDecoder(role="client", max_message_bytes=1 << 20)
+    texts: list[str] = []
+    while len(texts) < 2:
+        chunk = sock.recv(65536)
+        assert chunk, "closed early"
+        data += chunk
+        if b"\r\n\r\n" in data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            data = head + b"\r\n\r\n"  # keep the header; feed the rest once
+            texts += [e.text for e in decoder.feed(rest) if isinstance(e, frames.TextMessage)]
+    assert json.loads(texts[0])["e"] == "sys.connected"
+    assert json.loads(texts[1])["c"] == "early"
+    sock.close()
