@@ -1,88 +1,77 @@
 """An example chaos test: your app behind the sandbox proxy, under pytest.
 
-Run: ``pytest examples/chaos_test``.  The app here is a plain WebSocket echo
-server so the example stands alone; swap ``echo_server`` for your own app
-(e.g. ``examples.chat.app``) and the raw ``websocket-client`` calls for
-``wscore.WsClient`` to test reconnect-and-resume.
+Run: ``pytest examples/chaos_test``. It serves ``examples.chat.app``'s
+handlers on a free port, puts ``sandbox.proxy`` between the app and two
+bundled clients, and breaks the network while a room chats: every message
+must still arrive, once, in order. Copy it and point ``chat_server`` at your
+own app.
 """
 
-from gevent import monkey
-
-monkey.patch_all()
-
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+import gevent.event
 import pytest
-import websocket
-from gevent.pywsgi import WSGIServer
-from geventwebsocket.handler import WebSocketHandler
 
 import sandbox
-from sandbox import Direction, Latency, ProfileParams, ResetPeer
+import wscore  # noqa: F401  (gevent-ready before anything else)
+from examples.chat.app import build_chat_server
+from sandbox import Direction, Latency, ResetPeer
+from wscore import WsServer, WsServerConfig
+from wscore.client import WsClient, WsClientConfig
 
-
-def _echo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    ws = environ["wsgi.websocket"]
-    while (msg := ws.receive()) is not None:
-        ws.send(msg)
-    return []
+QUICK = WsClientConfig(backoff_base=0.05, backoff_cap=0.5, open_timeout=2.0)
 
 
 @pytest.fixture
-def echo_server() -> Iterator[tuple[str, int]]:
-    server = WSGIServer(("127.0.0.1", 0), _echo_app, handler_class=WebSocketHandler, log=None)
+def chat_server() -> Iterator[WsServer]:
+    """The example chat app on 127.0.0.1:0 with a short heartbeat (swap in your app)."""
+    server = build_chat_server(WsServerConfig.dev(host="127.0.0.1", port=0, ping_interval=0.5,
+                                                  ping_timeout=2.0))
     server.start()
-    yield ("127.0.0.1", server.server_port)
+    yield server
     server.stop()
 
 
-def _send_with_retry(net: sandbox.ProxyHandle, messages: list[str]) -> list[str]:
-    """A naive client: reconnect and resend on any connection error."""
-    received: list[str] = []
-    pending = list(messages)
-    for _attempt in range(20):
-        try:
-            ws = websocket.create_connection(net.url("/ws"), timeout=5)
-            while pending:
-                ws.send(pending[0])
-                received.append(str(ws.recv()))
-                pending.pop(0)
-            ws.close()
-            return received
-        except (OSError, websocket.WebSocketException):
-            continue
-    raise AssertionError(f"gave up with {len(pending)} messages pending")
+class Listener:
+    """Collects a room's messages; ``done`` fires when ``expected`` have arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.texts: list[str] = []
+        self.expected = expected
+        self.done = gevent.event.Event()
+
+    def __call__(self, payload: Any) -> None:
+        self.texts.append(payload["text"])
+        if len(self.texts) >= self.expected:
+            self.done.set()
 
 
-def test_client_survives_resets(echo_server: tuple[str, int]) -> None:
-    # Every connection is reset somewhere in its first 2-5 replies, half of
-    # the time in the middle of a frame; the seed makes a failure replay.
+def test_a_room_survives_resets_and_a_partition(chat_server: WsServer) -> None:
+    # Every server→client connection is reset after 3-8 frames, half of the time in
+    # the middle of a frame; the seed makes any failure replay exactly.
     faults: list[sandbox.Fault] = [
         Latency(latency_seconds=0.005, jitter_seconds=0.005),
-        ResetPeer(direction=Direction.DOWN, after_frames=(2, 5), mid_frame_probability=0.5),
+        ResetPeer(direction=Direction.DOWN, after_frames=(3, 8), mid_frame_probability=0.5),
     ]
-    with sandbox.proxy(echo_server, seed=1234, faults=faults) as net:
-        messages = [f"msg-{i}" for i in range(20)]
-        assert _send_with_retry(net, messages) == messages
-        assert net.stats()["faults_injected"]["reset_peer"] >= 3
-
-
-def test_client_waits_out_a_blackhole(echo_server: tuple[str, int]) -> None:
-    with sandbox.proxy(echo_server) as net:
-        ws = websocket.create_connection(net.url("/ws"), timeout=5)
-        with net.blackhole():  # a partition until the block exits
-            ws.send("during the partition")
-            ws.settimeout(0.1)
-            with pytest.raises(websocket.WebSocketTimeoutException):
-                ws.recv()
-        ws.settimeout(5)
-        assert ws.recv() == "during the partition"
-
-
-def test_named_profile(echo_server: tuple[str, int]) -> None:
-    params = ProfileParams(heartbeat_seconds=1, session_ttl_seconds=10)
-    with sandbox.proxy(echo_server, seed=7, profile="flaky-mobile",
-                       profile_params=params) as net:
-        messages = [f"m{i}" for i in range(5)]
-        assert _send_with_retry(net, messages) == messages
+    upstream = ("127.0.0.1", chat_server.port)
+    with sandbox.proxy(upstream, seed=1234, faults=faults) as net:
+        listener = Listener(expected=60)
+        bob = WsClient(net.url("/ws"), config=QUICK)
+        bob.on("chat.new_message", listener)
+        bob.connect()
+        bob.request("room.join", {"roomId": "lobby"}, timeout=10)
+        alice = WsClient(f"ws://127.0.0.1:{chat_server.port}/ws", config=QUICK)  # direct
+        alice.connect()
+        alice.request("room.join", {"roomId": "lobby"}, timeout=10)
+        for i in range(30):
+            alice.send("chat.message", {"roomId": "lobby", "text": f"m{i}"})
+        with net.blackhole():  # a partition while the room keeps talking
+            for i in range(30, 60):
+                alice.send("chat.message", {"roomId": "lobby", "text": f"m{i}"})
+        assert listener.done.wait(30), f"only {len(listener.texts)} of 60 arrived"
+        assert listener.texts == [f"m{i}" for i in range(60)]  # all, once, in order
+        assert bob.stats().resumes >= 1 and bob.stats().sessions_lost == 0
+        assert net.stats()["faults_injected"]["reset_peer"] >= 1
+        alice.close()
+        bob.close()

@@ -1,13 +1,17 @@
-"""The README quick start as a runnable app: ``wscore run examples.chat.app:server``.
+"""The chat example: ``wscore run examples.chat.app:server`` (what ``make run`` serves).
 
-Events: ``room.join`` {roomId}, ``room.leave`` {roomId}, ``chat.message`` {roomId, text}
-(broadcast to the room as ``chat.new_message``), ``session.set``/``session.get``
-(session variables that survive reconnects), ``echo``.
+Events: ``room.join`` / ``room.leave`` {roomId}; ``chat.message`` {roomId, text}
+(broadcast to the rest of the room as ``chat.new_message`` {text, sender});
+``session.set`` {key, value} / ``session.get`` (session variables that survive
+reconnects); ``echo``. :func:`build_chat_server` builds the same app for any
+config (the sandbox's ``examples.chat_fast`` and tests use it).
 """
+
+from __future__ import annotations
 
 from wscore import WsContext, WsServer, WsServerConfig
 
-server = WsServer(config=WsServerConfig.dev(port=8080))
+__all__ = ["build_chat_server", "server"]
 
 chat_schema = {
     "text": lambda v: isinstance(v, str) and v != "",
@@ -16,42 +20,44 @@ chat_schema = {
 room_schema = {"roomId": lambda v: isinstance(v, str) and v != ""}
 
 
-@server.on("chat.message", schema=chat_schema)
-def chat_message(ctx: WsContext) -> dict[str, str]:
-    ctx.broadcast_to_room(ctx.payload["roomId"], "chat.new_message",
-                          {"text": ctx.payload["text"], "sender": ctx.user_id or "anon"})
-    return {"status": "sent"}
+def build_chat_server(config: WsServerConfig) -> WsServer:
+    """A WsServer with the chat handlers and ``config``."""
+    server = WsServer(config=config)
+
+    @server.on("chat.message", schema=chat_schema)  # decorator form
+    def chat_message(ctx: WsContext) -> dict[str, str]:
+        ctx.broadcast_to_room(ctx.payload["roomId"], "chat.new_message",
+                              {"text": ctx.payload["text"], "sender": ctx.user_id or "anon"})
+        return {"status": "sent"}  # the returned value is the auto-reply
+
+    def join(ctx: WsContext) -> dict[str, str]:
+        server.rooms.join(ctx.payload["roomId"], ctx.session)
+        return {"joined": ctx.payload["roomId"]}
+
+    server.on("room.join", join, schema=room_schema)  # call form
+
+    @server.on("room.leave", schema=room_schema)
+    def leave(ctx: WsContext) -> dict[str, str]:
+        server.rooms.leave(ctx.payload["roomId"], ctx.session)
+        return {"left": ctx.payload["roomId"]}
+
+    @server.on("session.set", schema={"key": lambda v: isinstance(v, str)})
+    def session_set(ctx: WsContext) -> dict[str, object]:
+        ctx.session.data[ctx.payload["key"]] = ctx.payload.get("value")
+        return {"ok": True}
+
+    @server.on("session.get")
+    def session_get(ctx: WsContext) -> dict[str, object]:
+        return {"data": ctx.session.data, "rooms": sorted(ctx.session.rooms)}
+
+    @server.on("echo")
+    def echo(ctx: WsContext) -> object:
+        return ctx.payload
+
+    return server
 
 
-def join(ctx: WsContext) -> dict[str, str]:
-    server.rooms.join(ctx.payload["roomId"], ctx.session)
-    return {"joined": ctx.payload["roomId"]}
-
-
-server.on("room.join", join, schema=room_schema)
-
-
-@server.on("room.leave", schema=room_schema)
-def leave(ctx: WsContext) -> dict[str, str]:
-    server.rooms.leave(ctx.payload["roomId"], ctx.session)
-    return {"left": ctx.payload["roomId"]}
-
-
-@server.on("session.set", schema={"key": lambda v: isinstance(v, str)})
-def session_set(ctx: WsContext) -> dict[str, object]:
-    ctx.session.data[ctx.payload["key"]] = ctx.payload.get("value")
-    return {"ok": True}
-
-
-@server.on("session.get")
-def session_get(ctx: WsContext) -> dict[str, object]:
-    return {"data": ctx.session.data, "rooms": sorted(ctx.session.rooms)}
-
-
-@server.on("echo")
-def echo(ctx: WsContext) -> object:
-    return ctx.payload
-
+server = build_chat_server(WsServerConfig.dev(port=8080))
 
 if __name__ == "__main__":
     server.serve_forever()
