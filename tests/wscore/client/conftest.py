@@ -11,6 +11,7 @@ import attrs
 import gevent
 import gevent.event
 import pytest
+from wshelpers import wait_for
 
 from wscore import ErrorCode, WsContext, WsError, WsServer, WsServerConfig
 from wscore.client import WsClient, WsClientConfig
@@ -128,11 +129,7 @@ def make_client() -> Iterator[Callable[..., WsClient]]:
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     """Wait for ``predicate`` with a deadline (yields to the hub; fails the test on timeout)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.005)
+    wait_for(predicate, timeout=timeout, what=what)
 
 
 class Recorder:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import gevent.event
 import pytest
+from wshelpers import wait_for
 
 from wscore import (
     AuthResult,
@@ -104,14 +105,6 @@ class Events:
             if len(self.get(name)) < n:
                 self._changed.wait(remaining)
         return self.get(name)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 @pytest.fixture
