@@ -17,7 +17,7 @@ import gevent.queue
 import pykka
 from pykka._envelope import Envelope
 
-__all__ = ["GeventActor", "GeventFuture"]
+__all__ = ["GeventActor", "GeventFuture", "offer_quietly", "tell_quietly"]
 
 _WAKE = object()  # an inbox entry that only wakes a stopped actor's loop
 
@@ -122,3 +122,21 @@ class GeventActor(pykka.Actor):
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
         return actor
+
+
+def tell_quietly(ref: Any, message: Any) -> None:
+    """``ref.tell(message)`` unless the actor has stopped: then nobody is left to act on it
+    (timers, clean-up and fan-out race with actors ending; that is not an error)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
+def offer_quietly(offer: Any, message: Any) -> bool:
+    """``offer(message)`` (see :meth:`GeventActor.offer`); False if the actor has stopped."""
+    try:
+        offer(message)
+    except pykka.ActorDeadError:
+        return False
+    return True

@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 import gevent
+import pykka
 
 from actors._runtime import GeventActor
 from actors.messages import CloseConnection, Flush, Stats
@@ -112,7 +113,7 @@ class Outbox:
         self.closed = True
         try:
             self.ref.tell(CloseConnection(code, reason))
-        except Exception:
+        except pykka.ActorDeadError:  # the writer is gone: drop the socket directly
             self.transport.abort()
             return
         # If the writer is stuck behind a peer that does not read, give up on the
@@ -152,7 +153,7 @@ class Outbox:
             self._flush_pending = True
             try:
                 self.ref.tell(_FLUSH)
-            except Exception:
+            except pykka.ActorDeadError:  # the writer is gone; the reader reports the loss
                 self.closed = True
 
     def take_all(self) -> list[Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors._runtime import GeventActor
+from actors._runtime import GeventActor, tell_quietly
 from actors.messages import HandlerFinished, RunHandler, Stats
 from wscore.errors import WsError
 from wscore.protocol.codes import ErrorCode
@@ -48,7 +48,4 @@ class HandlerActor(GeventActor):
             )
         else:
             finished = HandlerFinished(msg.token, c, result=result, replied=ctx.replied)
-        try:
-            msg.session_ref.tell(finished)
-        except Exception:
-            pass
+        tell_quietly(msg.session_ref, finished)  # the session may have ended meanwhile

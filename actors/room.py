@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from actors._runtime import GeventActor
+from actors._runtime import GeventActor, offer_quietly, tell_quietly
 from actors.messages import (
     Deliver,
     JoinedRoom,
@@ -69,18 +69,18 @@ class RoomActor(GeventActor):
     def _join(self, msg: JoinRoom) -> None:
         new = msg.session_id not in self.members
         self.members[msg.session_id] = (msg.session_ref, msg.session_offer)
-        _tell(msg.session_ref, JoinedRoom(self.room_id))
+        tell_quietly(msg.session_ref, JoinedRoom(self.room_id))
         if new and self.behaviour is not None:
             self._hook("on_join", msg.session_id)
 
     def _leave(self, session_id: str) -> None:
         member = self.members.pop(session_id, None)
         if member is not None:
-            _tell(member[0], LeftRoom(self.room_id))
+            tell_quietly(member[0], LeftRoom(self.room_id))
             if self.behaviour is not None:
                 self._hook("on_leave", session_id)
         if not self.members:
-            _tell(self.router, RoomEmpty(self.room_id, self.handled))
+            tell_quietly(self.router, RoomEmpty(self.room_id, self.handled))
 
     def _broadcast(self, msg: RoomBroadcast) -> None:
         frame = msg.frame
@@ -95,10 +95,9 @@ class RoomActor(GeventActor):
         for session_id, (_ref, offer) in self.members.items():
             if session_id == exclude:
                 continue
-            try:
-                offer(deliver)
+            if offer_quietly(offer, deliver):
                 count += 1
-            except Exception:
+            else:
                 dead.append(session_id)
         self.delivered += count
         for session_id in dead:
@@ -127,14 +126,4 @@ class RoomActor(GeventActor):
         frame = encode_envelope(event, payload, now_ms=int(time.time() * 1000))
         deliver = Deliver(frame)
         for _ref, offer in list(self.members.values()):
-            try:
-                offer(deliver)
-            except Exception:
-                pass
-
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:
-        pass
+            offer_quietly(offer, deliver)

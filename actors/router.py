@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from actors._runtime import GeventActor
+from actors._runtime import GeventActor, offer_quietly, tell_quietly
 from actors.messages import (
     ClaimResult,
     ClaimSession,
@@ -105,7 +105,7 @@ class RouterActor(GeventActor):
             entry = self.rooms.get(message.room_id)
             if entry is not None:
                 entry.routed += 1
-                _tell(entry.ref, message)
+                tell_quietly(entry.ref, message)
         elif isinstance(message, SendToSessions):
             self._send_to_sessions(message)
         elif isinstance(message, JoinRoom):
@@ -114,11 +114,11 @@ class RouterActor(GeventActor):
             entry = self.rooms.get(message.room_id)
             if entry is not None:
                 entry.routed += 1
-                _tell(entry.ref, message)
+                tell_quietly(entry.ref, message)
             else:
                 session = self.sessions.get(message.session_id)
                 if session is not None:
-                    _tell(session.ref, LeftRoom(message.room_id))
+                    tell_quietly(session.ref, LeftRoom(message.room_id))
         elif isinstance(message, OpenSession):
             return self._open(message)
         elif isinstance(message, ClaimSession):
@@ -184,39 +184,25 @@ class RouterActor(GeventActor):
             ref = RoomActor.start(msg.room_id, self.actor_ref, self._behaviour_for(msg.room_id))
             entry = self.rooms[msg.room_id] = _RoomEntry(ref)
         entry.routed += 1
-        _tell(entry.ref, msg)
+        tell_quietly(entry.ref, msg)
 
     def _send_to_sessions(self, msg: SendToSessions) -> None:
         deliver = Deliver(msg.frame)
         if msg.session_id is not None:
             entry = self.sessions.get(msg.session_id)
             if entry is not None:
-                _offer(entry.offer, deliver)
+                offer_quietly(entry.offer, deliver)
         elif msg.user_id is not None:
             for session_id in list(self.users.get(msg.user_id, ())):
-                _offer(self.sessions[session_id].offer, deliver)
+                offer_quietly(self.sessions[session_id].offer, deliver)
         else:
             for entry in list(self.sessions.values()):
-                _offer(entry.offer, deliver)
+                offer_quietly(entry.offer, deliver)
 
     def _stop_all(self, msg: StopAll) -> None:
         for entry in list(self.sessions.values()):
-            _tell(entry.ref, EndSession(msg.close_code, msg.reason))
+            tell_quietly(entry.ref, EndSession(msg.close_code, msg.reason))
         for room in list(self.rooms.values()):
             room.ref.stop()
         self.rooms.clear()
         self.stop()
-
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:
-        pass
-
-
-def _offer(offer: Any, message: Any) -> None:
-    try:
-        offer(message)
-    except Exception:
-        pass
