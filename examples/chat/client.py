@@ -32,7 +32,8 @@ def main() -> int:
     def show(payload: Any) -> None:
         print(f"[{args.room}] {payload.get('sender')}: {payload.get('text')}", flush=True)
 
-    client.on_disconnect(lambda info: print("… connection lost, reconnecting", flush=True))
+    client.on_disconnect(lambda info: client.closing or print("… connection lost, reconnecting",
+                                                               flush=True))
     client.on_resume(lambda info: print("… resumed, nothing lost", flush=True))
     client.on_session_lost(lambda err: print(f"… session lost: {err}", flush=True))
     try:
@@ -42,8 +43,7 @@ def main() -> int:
         print(f"chat: cannot join {args.url}: {exc}", file=sys.stderr)
         client.close()
         return 1
-    print(f"joined {args.room} as session …{client.session_id[-4:] if client.session_id else ''};"
-          " type to chat, /quit to leave", flush=True)
+    print(f"joined {args.room}; type to chat, /quit to leave", flush=True)
     stdin = FileObjectThread(sys.stdin, "r")
     try:
         for line in stdin:

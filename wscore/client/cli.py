@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None,
 
     @client.on_disconnect
     def _disconnected(reason: ConnectionClosed) -> None:
-        if not client.closed:
+        if not client.closing:
             show(f"# disconnected ({reason.reason or reason.code}); reconnecting")
 
     @client.on_session_lost

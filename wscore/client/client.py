@@ -325,6 +325,12 @@ class WsClient:
         return self._closed_error is not None
 
     @property
+    def closing(self) -> bool:
+        """True from the moment :meth:`close` is called (hooks that run during the close
+        can tell it from a network loss), and once the client stopped for good."""
+        return self._closing or self.closed
+
+    @property
     def close_reason(self) -> WsError | ConnectionClosed | None:
         """Why the client stopped (what its methods now raise); None while it runs."""
         return self._closed_error

@@ -390,3 +390,13 @@ def test_drop_connection_resumes_like_a_network_fault(app: Any, make_client: Any
     assert client.stats().resumes == 1
     client.close()
     assert client.drop_connection() is False
+
+
+def test_closing_is_visible_to_hooks_that_run_during_close(app: Any, make_client: Any) -> None:
+    client = make_client(app.url)
+    seen: list[bool] = []
+    client.on_disconnect(lambda reason: seen.append(client.closing))
+    client.connect()
+    assert client.closing is False
+    client.close()
+    assert seen == [True] and client.closing and client.closed
