@@ -117,8 +117,10 @@ def app(make_app: Callable[..., App]) -> App:
 def make_client() -> Iterator[Callable[..., WsClient]]:
     made: list[WsClient] = []
 
-    def make(url: str, token: str | None = None, **overrides: Any) -> WsClient:
-        client = WsClient(url, token, config=attrs.evolve(FAST, **overrides))
+    def make(url: str, token: str | None = None, *, token_provider: Any = None,
+             **overrides: Any) -> WsClient:
+        client = WsClient(url, token, token_provider=token_provider,
+                          config=attrs.evolve(FAST, **overrides))
         made.append(client)
         return client
 

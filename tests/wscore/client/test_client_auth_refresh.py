@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import attrs
 import gevent.event
 import pytest
 from wshelpers import wait_for
@@ -33,15 +32,6 @@ from wscore.errors import ConfigError, UsageError
 
 LIFETIME = 1.5  # seconds a test token lives: the margin (30 s by default) is capped to half
 
-FAST = WsClientConfig(
-    backoff_base=0.02,
-    backoff_cap=0.2,
-    open_timeout=2.0,
-    connect_timeout=10.0,
-    request_timeout=10.0,
-    ack_delay=0.05,
-    close_timeout=2.0,
-)
 
 
 class TtlAuth(WsAuthenticator):
@@ -132,20 +122,6 @@ def server() -> Iterator[tuple[WsServer, TtlAuth]]:
     srv.stop()
 
 
-@pytest.fixture
-def make_client() -> Iterator[Callable[..., WsClient]]:
-    made: list[WsClient] = []
-
-    def make(url: str, token: str | None = None, *, token_provider: Any = None,
-             **overrides: Any) -> WsClient:
-        client = WsClient(url, token, token_provider=token_provider,
-                          config=attrs.evolve(FAST, **overrides))
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def watch(client: WsClient) -> Events:
