@@ -249,9 +249,10 @@ def test_server_pushes(make_server: Any, clients: Any) -> None:
     b.request("room.join", {"roomId": "z"}, c="j")
     server.rooms.broadcast("z", "roomcast", 3)
     assert b.recv()["e"] == "roomcast"
-    server.rooms.leave("z", b.request("session.get", None, c="g") and
-                       server.rooms.members("z")[0])
+    (member,) = server.rooms.members("z")  # leave by session id, from server code
+    server.rooms.leave("z", member)
     wait_for(lambda: server.rooms.members("z") == [], what="leave")
+    assert b.request("session.get", None, c="g")["p"]["rooms"] == []
 
 
 def test_heartbeat_pings_and_drops_silent_peers(make_server: Any) -> None:
