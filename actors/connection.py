@@ -57,7 +57,7 @@ class Outbox:
     """
 
     __slots__ = ("_flush_pending", "_limit", "_loop", "_queue", "_scheduled", "closed", "conn_id",
-                 "overflowed", "ref", "transport")
+                 "ref", "transport")
 
     def __init__(self, conn_id: int, transport: WsTransport, *, limit: int) -> None:
         self.conn_id = conn_id
@@ -68,7 +68,6 @@ class Outbox:
         self._scheduled = False  # a hub flush is pending
         self._flush_pending = False  # the actor was told to flush
         self.closed = False
-        self.overflowed = False
         self.ref: Any = None
 
     def __len__(self) -> int:
@@ -82,7 +81,6 @@ class Outbox:
         if len(q) >= self._limit:
             # The peer stopped reading: a close frame could not get through either,
             # so drop the TCP connection. The session keeps every numbered frame.
-            self.overflowed = True
             self.closed = True
             log.warning("connection %d: outbox full (%d frames), dropping a slow consumer",
                         self.conn_id, self._limit)

@@ -212,10 +212,6 @@ class WsTransport:
             tail, self._tail = self._tail, b""
             self._write(tail)
 
-    def send_ping(self, payload: bytes = b"") -> None:
-        if not (self._close_sent or self._closed):
-            self._write(frames.encode_frame(frames.OP_PING, payload))
-
     def close(self, code: int, reason: str = "") -> None:
         """Start the closing handshake with ``code`` on the wire (idempotent).
 
