@@ -11,7 +11,9 @@ Rules it keeps:
 * the outbox is bounded (``max_queued_frames``): a consumer too slow to keep
   up has its TCP connection dropped rather than growing memory. The
   session still holds every numbered frame in its replay buffer, so a
-  resume loses nothing (SPEC §4);
+  resume loses nothing (SPEC §4). Replies to the client's own frames do not
+  fill it: the reader waits (:meth:`Outbox.wait_for_room`) before reading
+  more, so only pushes the client did not ask for (broadcasts) can;
 * after ``CloseConnection`` nothing more is written.
 """
 
@@ -22,6 +24,7 @@ from collections import deque
 from typing import Any
 
 import gevent
+import gevent.event
 import pykka
 
 from actors._runtime import GeventActor
@@ -56,8 +59,8 @@ class Outbox:
     Coalescing per loop turn gets Nagle's packet savings without that stall.
     """
 
-    __slots__ = ("_flush_pending", "_limit", "_loop", "_queue", "_scheduled", "closed", "conn_id",
-                 "ref", "transport")
+    __slots__ = ("_flush_pending", "_limit", "_loop", "_queue", "_room", "_scheduled", "closed",
+                 "conn_id", "ref", "transport")
 
     def __init__(self, conn_id: int, transport: WsTransport, *, limit: int) -> None:
         self.conn_id = conn_id
@@ -69,6 +72,8 @@ class Outbox:
         self._flush_pending = False  # the actor was told to flush
         self.closed = False
         self.ref: Any = None
+        #: Set when the queue empties; made only once the reader waits (idle cost: none).
+        self._room: gevent.event.Event | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -78,9 +83,11 @@ class Outbox:
         if self.closed:
             return False
         q = self._queue
-        if len(q) >= self._limit:
-            # The peer stopped reading: a close frame could not get through either,
-            # so drop the TCP connection. The session keeps every numbered frame.
+        if len(q) >= self._limit and self.transport.busy:
+            # The peer stopped reading (the socket holds an unwritten tail): a close
+            # frame could not get through either, so drop the TCP connection. The
+            # session keeps every numbered frame. A long queue the hub simply has not
+            # flushed yet this loop turn is not slowness.
             self.closed = True
             log.warning("connection %d: outbox full (%d frames), dropping a slow consumer",
                         self.conn_id, self._limit)
@@ -99,6 +106,28 @@ class Outbox:
             self._schedule()
         return True
 
+    def wait_for_room(self, high_water: int, *, recheck: float) -> None:
+        """Block the caller (the connection's reader) while ``high_water`` or more frames wait.
+
+        Returns once the queue was drained below it, or the connection is over;
+        ``recheck`` seconds bound each wait so a socket dropped from elsewhere is noticed.
+        """
+        while len(self._queue) >= high_water and not self.closed and not self.transport.closed:
+            if self._room is None:
+                self._room = gevent.event.Event()
+            self._room.clear()
+            self._room.wait(timeout=recheck)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (a dead or silent peer); wakes a waiting reader."""
+        self.closed = True
+        self.transport.abort()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
     def ping(self) -> None:
         if not self.closed:
             self._queue.append(_PING)
@@ -109,6 +138,7 @@ class Outbox:
         if self.closed:
             return
         self.closed = True
+        self._wake_reader()
         try:
             self.ref.tell(CloseConnection(code, reason))
         except pykka.ActorDeadError:  # the writer is gone: drop the socket directly
@@ -158,6 +188,7 @@ class Outbox:
         self._flush_pending = False
         items = list(self._queue)
         self._queue.clear()
+        self._wake_reader()
         return items
 
 

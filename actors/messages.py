@@ -104,10 +104,15 @@ class Detach:
 
 @attrs.frozen
 class ClientFrame:
-    """A decoded client frame read on connection ``conn_id``."""
+    """A decoded client frame read on connection ``conn_id``.
+
+    ``release`` (if set) is called exactly once when the session has handled
+    or dropped the frame: it hands the reader its credit back (backpressure).
+    """
 
     conn_id: int
     envelope: Envelope
+    release: Callable[[], Any] | None = None
 
 
 @attrs.frozen
@@ -117,6 +122,7 @@ class Unparseable:
     conn_id: int
     error: WsError
     correlation_id: str | int | float | None = None
+    release: Callable[[], Any] | None = None
 
 
 @attrs.frozen

@@ -18,6 +18,17 @@ Rules it keeps:
 * **it never waits on another actor** (only tells). The connection's reader
   greenlet *asks* it for :class:`Attach`; nothing here asks back.
 * state changes follow :data:`wscore.protocol.session.TRANSITIONS`.
+* **every client frame but** ``sys.ack`` **spends a token of the rate bucket**
+  — garbage, binary, ``sys.ping``, ``sys.auth`` and unknown ``sys.*`` frames
+  included (SPEC §3, 1010), so no kind of frame can flood the session or run
+  the authenticator faster than the bucket allows.
+* **a failure never kills it silently.** A bug while handling one message
+  (anything a handler's own ``try`` did not catch) is logged once and ends the
+  session cleanly: its connection closes with 4011, it leaves its rooms,
+  reports :class:`SessionEnded` and frees its buffer; nothing outlives it.
+* each client frame's ``release`` is called once it has been handled (or
+  dropped), which gives the reader its credit back (reader backpressure, see
+  :mod:`wscore.server`).
 """
 
 from __future__ import annotations
@@ -114,7 +125,8 @@ class SessionActor(GeventActor):
         self.env = env
         self.view = WsSession(session_id, user_id, None)
         self.state = SessionState.DETACHED
-        self.stream = OutgoingStream(max_buffered=cfg.max_buffered_messages)
+        self.stream = OutgoingStream(max_buffered=cfg.max_buffered_messages,
+                                     max_bytes=cfg.max_buffered_bytes)
         self.inbound = InboundTracker()
         self.bucket = TokenBucket(rate=cfg.rate_limit, burst=cfg.rate_burst, now=env.monotonic())
         self.outbox: Any = None  # actors.connection.Outbox while attached
@@ -144,6 +156,10 @@ class SessionActor(GeventActor):
             self._busy = True
             try:
                 self._push(message.frame)
+            except Exception:
+                # The caller is a room fanning out: this session's bug must end
+                # this session only, never the room or its other members.
+                self._fail(message)
             finally:
                 self._busy = False
         else:
@@ -158,7 +174,26 @@ class SessionActor(GeventActor):
         if handler is None:
             log.warning("session: unexpected message %r", type(message).__name__)
             return None
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        except Exception:
+            self._fail(message)
+            if isinstance(message, Attach):
+                return AttachResult(False, "session failed")
+            return None
+
+    def _fail(self, message: Any) -> None:
+        """A bug while handling ``message``: log it once, then end the session cleanly."""
+        log.exception("session of user %r failed handling %s; ending it", self.view.user_id,
+                      type(message).__name__)
+        try:
+            self._end(ErrorCode.INTERNAL_ERROR.close_code, "internal error")
+        except Exception:
+            log.debug("ending a failed session raised", exc_info=True)
+        if not self.actor_stopped.is_set():
+            # The clean-up itself failed part-way: still leave the directory and stop.
+            tell_quietly(self.env.router, SessionEnded(self.view.id, self.view.user_id))
+            self.stop()
 
     # -- connection binding -------------------------------------------------------------
     def _on_attach(self, msg: Attach) -> AttachResult:
@@ -178,8 +213,9 @@ class SessionActor(GeventActor):
             try:
                 replay = self.stream.replay_after(msg.resume_from)
             except ResumeImpossible as exc:
+                # The claim may be a forgery or a confused client: the session it
+                # names, and its live connection if any, stay as they are (SPEC §4).
                 log.info("session of user %r cannot resume: %s", self.view.user_id, exc)
-                self._end(CLOSE_REPLACED, "session lost")
                 return AttachResult(False, str(exc))
         if self.outbox is not None:
             self.outbox.close(CLOSE_REPLACED, "session resumed on another connection")
@@ -269,9 +305,8 @@ class SessionActor(GeventActor):
         p = env.payload
         token = p.get("token") if isinstance(p, dict) else None
         if not isinstance(token, str) or not token:
-            self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL, "sys.auth needs p.token",
-                                            {"field": "p.token"}),
-                                    now_ms=self._now_ms(), correlation_id=env.correlation_id))
+            self._push_error(WsError(ErrorCode.INVALID_PROTOCOL, "sys.auth needs p.token",
+                                     {"field": "p.token"}), env.correlation_id)
             return
         authenticate = self.env.authenticate
         # Runs the authenticator inside this session's actor: it may block on I/O,
@@ -293,7 +328,7 @@ class SessionActor(GeventActor):
     def _end(self, close_code: int | None, reason: str) -> None:
         if self.state is SessionState.CLOSED:
             return
-        self.state = SessionState.CLOSED
+        self.state = next_state(self.state, SessionInput.CLOSE)
         if self.outbox is not None and close_code is not None:
             self.outbox.close(close_code, reason)
         self.outbox = None
@@ -301,6 +336,12 @@ class SessionActor(GeventActor):
         for room_id in list(self.view._rooms):
             tell_quietly(router, LeaveRoom(room_id, self.view.id))
         tell_quietly(router, SessionEnded(self.view.id, self.view.user_id))
+        # Free the replay buffer now: the actor object may be referenced a while
+        # longer (timers, refs held by rooms), its frames need not be.
+        self.stream = OutgoingStream(max_buffered=1)
+        for frame in self.deferred:
+            _release(frame)
+        self.deferred.clear()
         self.stop()
 
     # -- the outgoing stream -------------------------------------------------------------
@@ -316,6 +357,15 @@ class SessionActor(GeventActor):
         elif not stream.resumable and self.state is SessionState.DETACHED:
             self._end(None, "")
 
+    def _push_error(self, error: WsError, c: Any) -> None:
+        """Push ``sys.error`` for ``error``; one whose text cannot be sent becomes 1011."""
+        try:
+            frame = encode_error(error, now_ms=self._now_ms(), correlation_id=c)
+        except (TypeError, ValueError):
+            log.error("a %s error's message or details are not sendable JSON", error.code.wire_name)
+            frame = _internal_error(self._now_ms(), c)
+        self._push(frame)
+
     def _send_unnumbered(self, frame: EncodedFrame) -> None:
         if self.outbox is not None:
             self.outbox.send(frame.unnumbered())
@@ -330,52 +380,75 @@ class SessionActor(GeventActor):
     # -- client frames ----------------------------------------------------------------------
     def _on_client_frame(self, msg: ClientFrame) -> None:
         if msg.conn_id != self.conn_id:
+            _release(msg)
             return  # read on a connection this session has since left; the client re-sends
         if self.busy_token is not None:
             self.deferred.append(msg)
             return
-        self._process(msg.envelope)
+        try:
+            self._process(msg.envelope)
+        finally:
+            _release(msg)
 
     def _on_unparseable(self, msg: Unparseable) -> None:
-        if msg.conn_id == self.conn_id:
-            self._push(encode_error(msg.error, now_ms=self._now_ms(),
-                                    correlation_id=msg.correlation_id))
+        try:
+            if msg.conn_id != self.conn_id:
+                return
+            self.frames_in += 1
+            if self._admit(msg.correlation_id):
+                self._push_error(msg.error, msg.correlation_id)
+        finally:
+            _release(msg)
+
+    def _admit(self, c: Any, *, spent: bool | None = None) -> bool:
+        """Spend a token for one client frame; on refusal answer 1010 (and 4010 on abuse).
+
+        ``spent`` is the outcome of a ``take`` the caller already made.
+        """
+        allowed = self.bucket.take(self.env.monotonic()) if spent is None else spent
+        if allowed:
+            self.refused_in_a_row = 0
+            return True
+        self.refused_in_a_row += 1
+        self._push_error(WsError(
+            ErrorCode.RATE_LIMIT_EXCEEDED,
+            f"over {self.env.config.rate_limit:g} messages/s; message not run",
+        ), c)
+        if self.refused_in_a_row >= self.env.config.rate_abuse_close_after and self.outbox is not None:
+            log.warning("closing a connection of user %r for sustained rate abuse",
+                        self.view.user_id)
+            self.outbox.close(ErrorCode.RATE_LIMIT_EXCEEDED.close_code, "rate limit abuse")
+        return False
 
     def _process(self, env: Envelope) -> None:
         self.frames_in += 1
         event = env.event
-        if event.startswith("sys."):
-            self._system_frame(env)
-            return
         c = env.correlation_id
+        if event == SysEvent.ACK.value:
+            self._on_client_ack(env)  # the one frame that costs no token (SPEC §3)
+            return
+        if event.startswith("sys."):
+            if self._admit(c):
+                self._system_frame(env)
+            return
+        allowed = self.bucket.take(self.env.monotonic())
         if env.seq is not None:
             if not self.inbound.accept(env.seq):
                 self._schedule_ack()  # a duplicate: confirm it again, run nothing
                 return
-            self._schedule_ack()
-        if not self.bucket.take(self.env.monotonic()):
-            self.refused_in_a_row += 1
-            self._push(encode_error(WsError(
-                ErrorCode.RATE_LIMIT_EXCEEDED,
-                f"over {self.env.config.rate_limit:g} messages/s; message not run",
-            ), now_ms=self._now_ms(), correlation_id=c))
-            if self.refused_in_a_row >= self.env.config.rate_abuse_close_after and self.outbox is not None:
-                log.warning("closing a connection of user %r for sustained rate abuse",
-                            self.view.user_id)
-                self.outbox.close(ErrorCode.RATE_LIMIT_EXCEEDED.close_code, "rate limit abuse")
+            self._schedule_ack()  # a frame refused below has used up its s (SPEC §3)
+        if not self._admit(c, spent=allowed):
             return
-        self.refused_in_a_row = 0
         spec = self.env.handlers.get(event)
         if spec is None:
-            self._push(encode_error(WsError(ErrorCode.HANDLER_NOT_FOUND,
-                                            f"no handler for event {event!r}", {"event": event}),
-                                    now_ms=self._now_ms(), correlation_id=c))
+            self._push_error(WsError(ErrorCode.HANDLER_NOT_FOUND,
+                                     f"no handler for event {event!r}", {"event": event}), c)
             return
         try:
             if spec.schema is not None:
                 check_schema(spec.schema, env.payload)
         except WsError as err:
-            self._push(encode_error(err, now_ms=self._now_ms(), correlation_id=c))
+            self._push_error(err, c)
             return
         if spec.actor_ref is not None:
             self._run_in_handler_actor(spec, env)
@@ -385,7 +458,7 @@ class SessionActor(GeventActor):
         try:
             result = spec.fn(ctx)
         except WsError as err:
-            self._push(encode_error(err, now_ms=self._now_ms(), correlation_id=c))
+            self._push_error(err, c)
             return
         except Exception:
             log.exception("handler for %r raised", event)
@@ -402,28 +475,27 @@ class SessionActor(GeventActor):
             frame = _internal_error(self._now_ms(), c)
         self._push(frame)
 
+    def _on_client_ack(self, env: Envelope) -> None:
+        p = env.payload
+        s = p.get("s") if isinstance(p, dict) else None
+        if isinstance(s, int) and not isinstance(s, bool):
+            self.stream.ack(s)
+        elif self._admit(env.correlation_id):  # a malformed ack is garbage: it costs a token
+            self._push_error(WsError(ErrorCode.INVALID_PROTOCOL, "sys.ack needs p.s, an integer",
+                                     {"field": "p.s"}), env.correlation_id)
+
     def _system_frame(self, env: Envelope) -> None:
         event = env.event
-        if event == SysEvent.ACK.value:
-            p = env.payload
-            s = p.get("s") if isinstance(p, dict) else None
-            if isinstance(s, int) and not isinstance(s, bool):
-                self.stream.ack(s)
-            else:
-                self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL,
-                                                "sys.ack needs p.s, an integer", {"field": "p.s"}),
-                                        now_ms=self._now_ms(), correlation_id=env.correlation_id))
-        elif event == SysEvent.PING.value:
+        if event == SysEvent.PING.value:
             self._send_unnumbered(encode_envelope(SysEvent.PONG.value, env.payload,
                                                   now_ms=self._now_ms(),
                                                   correlation_id=env.correlation_id))
         elif event == SysEvent.AUTH.value:
             self._on_auth(env)
         else:
-            self._push(encode_error(WsError(ErrorCode.INVALID_PROTOCOL,
-                                            f"{event!r}: the sys.* namespace is reserved",
-                                            {"event": event}),
-                                    now_ms=self._now_ms(), correlation_id=env.correlation_id))
+            self._push_error(WsError(ErrorCode.INVALID_PROTOCOL,
+                                     f"{event!r}: the sys.* namespace is reserved",
+                                     {"event": event}), env.correlation_id)
 
     def _schedule_ack(self) -> None:
         # Batch acknowledgements: frames already queued are processed before the
@@ -446,7 +518,15 @@ class SessionActor(GeventActor):
         self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
 
     def _on_joined(self, msg: JoinedRoom) -> None:
-        self.view._rooms.add(msg.room_id)
+        rooms = self.view._rooms
+        if msg.room_id not in rooms and len(rooms) >= self.env.config.max_rooms_per_session:
+            # Joins by session id (server code) are not checked before routing:
+            # enforce the cap here too, so no path exceeds it.
+            log.warning("session of user %r is at max_rooms_per_session; left %d-char room id",
+                        self.view.user_id, len(msg.room_id))
+            tell_quietly(self.env.router, LeaveRoom(msg.room_id, self.view.id))
+            return
+        rooms.add(msg.room_id)
 
     def _on_left(self, msg: LeftRoom) -> None:
         self.view._rooms.discard(msg.room_id)
@@ -474,13 +554,16 @@ class SessionActor(GeventActor):
             return
         self.busy_token = None
         if msg.error is not None:
-            self._push(encode_error(msg.error, now_ms=self._now_ms(), correlation_id=msg.correlation_id))
+            self._push_error(msg.error, msg.correlation_id)
         elif not msg.replied and (msg.result is not None or msg.correlation_id is not None):
             self._reply(msg.result, msg.correlation_id)
         while self.deferred and self.busy_token is None:
             frame = self.deferred.popleft()
-            if frame.conn_id == self.conn_id:
-                self._process(frame.envelope)
+            try:
+                if frame.conn_id == self.conn_id:
+                    self._process(frame.envelope)
+            finally:
+                _release(frame)
 
     def _on_stats(self, msg: Stats) -> dict[str, Any]:
         return {
@@ -511,6 +594,11 @@ _DISPATCH: dict[type, Callable[[SessionActor, Any], Any]] = {
     EndSession: SessionActor._on_end,
     Stats: SessionActor._on_stats,
 }
+
+
+def _release(msg: ClientFrame | Unparseable) -> None:
+    if msg.release is not None:
+        msg.release()
 
 
 def _internal_error(now_ms: int, c: Any) -> EncodedFrame:

@@ -78,6 +78,11 @@ class WsServerConfig:
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     # -- limits -----------------------------------------------------------
     max_buffered_messages: int = attrs.field(default=1000, validator=_positive)
+    #: The replay buffer's bound in bytes (UTF-8 characters of the encoded frames). A
+    #: frame dropped unacknowledged to respect either bound ends resumability (1006).
+    max_buffered_bytes: int = attrs.field(default=8 << 20, validator=_positive)
+    #: Rooms one session may be in at once; a join beyond it fails with 1010.
+    max_rooms_per_session: int = attrs.field(default=1000, validator=_positive)
     max_message_bytes: int = attrs.field(default=1 << 20, validator=_positive)
     #: Frames queued to one slow connection before it is cut (its session keeps the replay buffer).
     max_queued_frames: int = attrs.field(default=1000, validator=_positive)
@@ -114,6 +119,7 @@ class WsServerConfig:
         return cls._make(
             dict(host="0.0.0.0", require_auth=True, ping_interval=15.0, ping_timeout=35.0,
                  session_ttl=60.0, handshake_timeout=5.0, max_message_bytes=256 * 1024,
+                 max_buffered_bytes=2 << 20, max_rooms_per_session=100,
                  rate_limit=50.0, rate_burst=100.0, rate_abuse_close_after=100),
             overrides,
         )

@@ -29,6 +29,7 @@ from typing import Any, overload
 
 import gevent
 import gevent.event
+import gevent.lock
 import pykka
 
 from actors.connection import ConnectionActor, Outbox
@@ -57,7 +58,7 @@ from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
-from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode, SysEvent
+from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
 
@@ -66,6 +67,13 @@ __all__ = ["Rooms", "WsServer"]
 log = logging.getLogger("wscore.server")
 
 _ASK_TIMEOUT = 10.0
+#: Client frames one connection may have handed to its session and not yet seen
+#: handled. Past it the reader stops reading, so TCP slows a client that pipelines
+#: faster than its session runs, instead of its replies piling up (SPEC §4).
+_INBOUND_WINDOW = 64
+#: How often a reader held back by backpressure re-checks that its connection lives
+#: (a periodic re-check of a condition it also waits on, not a synchronisation).
+_BACKPRESSURE_RECHECK_SECONDS = 1.0
 #: Third-generation GC threshold under ``gc_tuning`` (CPython's default is 10).
 _GC_FULL_COLLECTION_THRESHOLD = 1000
 
@@ -78,9 +86,20 @@ class Rooms:
         self._behaviours: list[tuple[str, Callable[[str], Any]]] = []
 
     def join(self, room_id: str, session: WsSession | str) -> None:
-        """Add ``session`` (a :class:`WsSession` or a session id) to ``room_id``."""
+        """Add ``session`` (a :class:`WsSession` or a session id) to ``room_id``.
+
+        Raises :class:`WsError` 1010 when the session is already in
+        ``max_rooms_per_session`` rooms (raised in a handler, it answers the
+        request that asked). A join by session id is checked by the session
+        itself, which leaves a room over its cap.
+        """
         room_id = _room_id(room_id)
         if isinstance(session, WsSession):
+            cap = self._server.config.max_rooms_per_session
+            if room_id not in session._rooms and len(session._rooms) >= cap:
+                raise WsError(ErrorCode.RATE_LIMIT_EXCEEDED,
+                              f"a session may be in at most {cap} rooms",
+                              {"limit": "max_rooms_per_session", "max": cap})
             # Visible at once to the handler that asked; the room confirms it again.
             session._rooms.add(room_id)
             self._server._router.tell(JoinRoom(room_id, session.id))
@@ -350,7 +369,7 @@ class WsServer:
             for conn in list(self._conns.values()):
                 if now - conn.transport.last_received > cfg.ping_timeout:
                     log.info("dropping a connection silent for %.1fs", now - conn.transport.last_received)
-                    conn.transport.abort()
+                    conn.outbox.abort()
                 elif now - conn.last_ping >= cfg.ping_interval:
                     conn.last_ping = now
                     conn.outbox.ping()
@@ -414,6 +433,8 @@ class WsServer:
             self._read_loop(conn_id, outbox, transport, session_ref)
         except (ConnectionClosed, PeerProtocolError) as exc:
             log.debug("connection %d ended: %s", conn_id, exc)
+        except pykka.ActorDeadError:
+            log.debug("connection %d ended: its session ended", conn_id)
         except Exception:
             log.exception("connection %d: unexpected error", conn_id)
         finally:
@@ -512,24 +533,35 @@ class WsServer:
 
     def _read_loop(self, conn_id: int, outbox: Outbox, transport: WsTransport, session_ref: Any
                    ) -> None:
+        """Decode frames and hand every one to the session (which rate-limits them all).
+
+        Backpressure: at most ``_INBOUND_WINDOW`` frames are in flight to the
+        session, and reading pauses while the outbox holds half of
+        ``max_queued_frames``; a client that pipelines but reads is slowed by
+        TCP, never cut as a slow consumer (SPEC §4).
+        """
         tell = session_ref.tell
-        ping = SysEvent.PING.value
+        high_water = max(self.config.max_queued_frames // 2, 1)
+        window = gevent.lock.Semaphore(min(_INBOUND_WINDOW, high_water))
+        release = window.release
         for message in transport.read_messages():
+            if len(outbox) >= high_water:
+                outbox.wait_for_room(high_water, recheck=_BACKPRESSURE_RECHECK_SECONDS)
+            while not window.acquire(timeout=_BACKPRESSURE_RECHECK_SECONDS):
+                if outbox.closed or transport.closed:
+                    raise ConnectionClosed(None, "closed while waiting for the session",
+                                           by_peer=None)
             if isinstance(message, bytes):
                 tell(Unparseable(conn_id, WsError(
-                    ErrorCode.INVALID_PROTOCOL, "binary frames are not supported; send JSON text")))
+                    ErrorCode.INVALID_PROTOCOL, "binary frames are not supported; send JSON text"),
+                    release=release))
                 continue
             try:
                 envelope = decode_envelope(message)
             except WsError as err:
-                tell(Unparseable(conn_id, err, getattr(err, "correlation_id", None)))
+                tell(Unparseable(conn_id, err, getattr(err, "correlation_id", None), release))
                 continue
-            if envelope.event == ping:
-                # Connection-level: answered here, unnumbered (SPEC §3).
-                outbox.send(encode_envelope(SysEvent.PONG.value, envelope.payload, now_ms=_now_ms(),
-                                            correlation_id=envelope.correlation_id).unnumbered())
-                continue
-            tell(ClientFrame(conn_id, envelope))
+            tell(ClientFrame(conn_id, envelope, release))
 
 
 def _conn_info(transport: WsTransport) -> ConnectionInfo:

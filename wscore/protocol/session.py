@@ -11,7 +11,8 @@ Rules kept here (and tested for totality in ``tests/wscore/protocol/test_session
 4. Nothing leaves CLOSED.
 
 The outgoing stream numbers every session frame 1, 2, 3 … and keeps the
-unacknowledged ones (at most ``max_buffered``) for replay. When it must drop
+unacknowledged ones (at most ``max_buffered`` frames and ``max_bytes``
+characters; the newest frame is always kept) for replay. When it must drop
 an unacknowledged frame to stay bounded it remembers the highest seq it
 dropped: a resume from before that point is impossible (1006), never a gap.
 
@@ -85,11 +86,16 @@ class OutgoingStream:
     showed up as 100+ ms fan-out latency tails). ``ack(n)`` is cumulative (SPEC §3).
     """
 
-    def __init__(self, *, max_buffered: int) -> None:
+    def __init__(self, *, max_buffered: int, max_bytes: int | None = None) -> None:
         if max_buffered < 1:
             raise ValueError("max_buffered must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self._max = max_buffered
+        self._max_bytes = max_bytes
         self._buffer: deque[str] = deque()
+        #: Characters held in the buffer (UTF-8 text: ≈ bytes; counted as ``len``).
+        self.buffered_bytes = 0
         self.last_seq = 0  # highest seq assigned
         self.acked = 0  # highest seq the client acknowledged
         self.dropped_through = 0  # highest unacknowledged seq dropped for space
@@ -117,9 +123,17 @@ class OutgoingStream:
         """Keep ``wire`` (frame ``seq``, which must be the one just assigned) until acknowledged."""
         buf = self._buffer
         buf.append(wire)
-        if len(buf) > self._max:
-            buf.popleft()
-            dropped_seq = seq - self._max
+        self.buffered_bytes += len(wire)
+        max_bytes = self._max_bytes
+        if len(buf) > self._max or (max_bytes is not None and self.buffered_bytes > max_bytes):
+            self._drop_oldest_to_fit(max_bytes)
+
+    def _drop_oldest_to_fit(self, max_bytes: int | None) -> None:
+        buf = self._buffer
+        while len(buf) > 1 and (len(buf) > self._max
+                                or (max_bytes is not None and self.buffered_bytes > max_bytes)):
+            dropped_seq = self.first_buffered
+            self.buffered_bytes -= len(buf.popleft())
             if dropped_seq > self.acked:
                 self.dropped_through = dropped_seq
 
@@ -131,7 +145,7 @@ class OutgoingStream:
         self.acked = seq
         buf = self._buffer
         for _ in range(min(seq - self.first_buffered + 1, len(buf))):
-            buf.popleft()
+            self.buffered_bytes -= len(buf.popleft())
 
     def replay_after(self, last_seq: int) -> list[str]:
         """Frames the client has not seen, in order; raises :class:`ResumeImpossible`.
