@@ -74,13 +74,19 @@ def rss_kib(pid: int) -> int:
 def upgrade(port: int, extra: bytes = b"") -> tuple[socket.socket, bytes, bytes]:
     """Connect and send an upgrade request; return the socket, the status line, what followed the head."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(UPGRADE + extra + b"\r\n")
     data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    try:
+        sock.sendall(UPGRADE + extra + b"\r\n")
+    except OSError:
+        pass  # refused before we finished sending: read the answer
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
     head, _, rest = data.partition(b"\r\n\r\n")
     return sock, head.split(b"\r\n", 1)[0], rest
 

@@ -99,6 +99,7 @@ class WsTransport:
                                 TokenBucket(rate=control_rate, burst=control_burst, now=time.monotonic()))
         self._control_close_after = control_abuse_close_after
         self._control_refused = 0  # pings/pongs refused in a row
+        self._abuse_closed = False
         self._write_lock = gevent.lock.Semaphore()
         #: Bytes of a frame the socket took only in part on a non-waiting write;
         #: they must go out before anything else (see write_nowait).
@@ -155,6 +156,11 @@ class WsTransport:
                 if error is not None:
                     self.close(error.close_code, error.reason)
                     raise error
+                if self._abuse_closed:
+                    # Stop reading: TCP backpressure stops the flood, and decoding it
+                    # while the close handshake times out would cost the CPU we guard.
+                    gevent.sleep(_CLOSE_HANDSHAKE_TIMEOUT)
+                    raise ConnectionClosed(self.close_code, "closed for abuse", by_peer=False)
         finally:
             self.abort()
 
@@ -172,6 +178,7 @@ class WsTransport:
             log.info("closing a connection flooding pings/pongs (%d refused in a row)",
                      self._control_refused)
             self.close(code.close_code, code.wire_name)
+            self._abuse_closed = True
         return False
 
     # -- writing (any greenlet) ----------------------------------------------------
