@@ -9,7 +9,11 @@ prints its RSS before and after each attack, as JSON lines:
   message as 2-byte fragments and never sends the final one (the server must
   hold the partial message; it should cost about its size, not 30x it);
 * ``headers``: each connection sends an upgrade request with ~5.4 MB of headers
-  (90 lines of 60 KB, each under the per-line caps) and stays connected.
+  (90 lines of 60 KB, each under the per-line caps) and stays connected;
+* ``slowloris``: 300 connections drip their upgrade request one byte a second
+  (``handshake_timeout`` 3 s); prints how many are still open after 12 s;
+* ``headers_under_cap``: 20x as many connections send 60 KB of headers (under
+  the 64 KiB cap, so accepted) and stay connected with their sessions.
 
 ``--src`` runs the server from another checkout (e.g. an unfixed tree from
 ``git archive``) to measure "before" against "after".
@@ -32,7 +36,8 @@ _SERVER = """
 import sys
 from gevent import monkey; monkey.patch_all()
 from wscore import WsServer, WsServerConfig
-cfg = WsServerConfig.dev(host="127.0.0.1", port=int(sys.argv[1]), max_connections=100_000)
+cfg = WsServerConfig.dev(host="127.0.0.1", port=int(sys.argv[1]), max_connections=100_000,
+                         handshake_timeout=3.0)
 server = WsServer(config=cfg)
 server.serve_forever()
 """
@@ -135,19 +140,78 @@ def attack_headers(port: int, pid: int, conns: int) -> dict[str, object]:
             "per_conn_kib": round((after - before) / conns)}
 
 
+def attack_slowloris(port: int, pid: int, conns: int, seconds: float = 12.0) -> dict[str, object]:
+    """Connections dripping their upgrade request one byte a second (handshake_timeout is 3 s)."""
+    request = UPGRADE + b"\r\n"
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
+    for sock in socks:
+        sock.setblocking(False)
+    open_ = set(range(conns))
+    start = time.monotonic()
+    sent = 0
+    cut_at: list[float] = []
+    while time.monotonic() - start < seconds and open_:
+        for i in list(open_):
+            try:
+                if socks[i].recv(4096) is not None:  # an answer (408) or EOF: cut
+                    open_.discard(i)
+                    cut_at.append(time.monotonic() - start)
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                open_.discard(i)
+                cut_at.append(time.monotonic() - start)
+                continue
+            try:
+                socks[i].send(request[sent : sent + 1])
+            except OSError:
+                pass
+        sent += 1
+        time.sleep(1.0)  # the drip's pace
+    for sock in socks:
+        sock.close()
+    return {"attack": "slowloris", "conns": conns, "handshake_timeout_s": 3.0,
+            "bytes_dripped_each": sent, "still_open_after_s": {str(seconds): len(open_)},
+            "cut_between_s": [round(min(cut_at), 1), round(max(cut_at), 1)] if cut_at else None}
+
+
+def attack_headers_under_cap(port: int, pid: int, conns: int) -> dict[str, object]:
+    """Headers just under the 64 KiB cap: accepted, but the session must not keep them."""
+    before = settle(pid)
+    socks = []
+    statuses = set()
+    for n in range(conns):
+        # Distinct values per connection: nothing can be shared between sessions.
+        extra = b"".join(b"X-Pad-%d: %s\r\n" % (i, (b"%08d" % n) * 625) for i in range(12))
+        sock, status, _ = upgrade(port, extra)
+        statuses.add(status.decode("latin-1"))
+        socks.append(sock)
+    after = settle(pid)
+    for sock in socks:
+        sock.close()
+    return {"attack": "headers_under_cap", "conns": conns, "header_bytes": 12 * 5000,
+            "responses": sorted(statuses), "rss_before_kib": before, "rss_after_kib": after,
+            "per_conn_kib": round((after - before) / conns)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--src", default=ROOT, help="checkout whose wscore the server runs")
     args = ap.parse_args()
-    port = free_port()
-    server = start_dev_server(port, os.path.abspath(args.src))
-    try:
-        print(json.dumps(attack_fragments(port, server.pid, args.conns, (1 << 20) - 4096)), flush=True)
-        print(json.dumps(attack_headers(port, server.pid, args.conns)), flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    attacks = [lambda port, pid: attack_fragments(port, pid, args.conns, (1 << 20) - 4096),
+               lambda port, pid: attack_headers(port, pid, args.conns),
+               lambda port, pid: attack_headers_under_cap(port, pid, args.conns * 20),
+               lambda port, pid: attack_slowloris(port, pid, 300)]
+    for attack in attacks:  # a fresh server each: freed memory is not returned to the OS
+        port = free_port()
+        server = start_dev_server(port, os.path.abspath(args.src))
+        try:
+            print(json.dumps(attack(port, server.pid)), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

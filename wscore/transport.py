@@ -397,6 +397,7 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         try:
             head, rest = self._read_head()
             self._parse_head(head)
+            del head  # this frame lives as long as the connection: keep nothing big in it
         except _Refusal as refusal:
             self._refuse(refusal)
             return None
