@@ -1,9 +1,11 @@
 """The I/O adapter: the only module that imports gevent-websocket.
 
-gevent-websocket does the HTTP upgrade (RFC 6455 §4.2) on gevent's pywsgi;
-after the 101, wscore reads and writes the raw socket itself through the pure
-codec in :mod:`wscore.protocol.frames`. That carries three fixes over stock
-gevent-websocket 0.10.1:
+wscore reads and checks the upgrade request itself (a deadline for the whole
+head, bounded sizes, a 4xx with a JSON body for every refusal, quiet logs:
+see :class:`TransportServer`); gevent-websocket, on gevent's pywsgi, then
+writes the 101 (RFC 6455 §4.2). After the 101, wscore reads and writes the
+raw socket itself through the pure codec in :mod:`wscore.protocol.frames`.
+That carries three fixes over stock gevent-websocket 0.10.1:
 
 * unmasking and UTF-8 validation run at C speed (stock does both byte by
   byte in Python, which halves throughput);
@@ -397,7 +399,8 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         try:
             head, rest = self._read_head()
             self._parse_head(head)
-            del head  # this frame lives as long as the connection: keep nothing big in it
+            # This frame lives as long as the connection: keep nothing big in it.
+            del head
         except _Refusal as refusal:
             self._refuse(refusal)
             return None
@@ -407,6 +410,7 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         # readable for the WebSocket side; the request has no body (refused above).
         self.rfile.close()
         self.rfile = io.BytesIO(rest)
+        del rest
         self.socket.settimeout(self.server.wscore_handshake_timeout)  # bounds writing the response
         self.environ = self.get_environ()
         self.application = self.server.application
@@ -719,6 +723,7 @@ class TransportServer:
             sock, handler.rfile, environ, max_message_bytes=self._max_message_bytes,
             control_rate=self._control_rate, control_burst=self._control_burst,
             control_abuse_close_after=self._control_abuse_close_after)
+        handler.rfile.close()  # the transport took what was read past the request head
         # The request's other headers are not needed any more (the transport kept its
         # bounded set): do not hold them for the connection's lifetime.
         for key in [k for k in environ if k.startswith("HTTP_")]:
