@@ -32,7 +32,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import gevent
 import gevent.lock
@@ -491,6 +491,10 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         method, target, major, minor = match.groups()
         if (major, minor) not in (("1", "0"), ("1", "1")):
             raise _Refusal("400 Bad Request", "unsupported HTTP version (HTTP/1.1 expected)")
+        if target[:8].lower().startswith(("http://", "https://")):
+            # Absolute form (RFC 9112 §3.2.2: a server must accept it): keep path and query.
+            parts = urlsplit(target)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
             raise _Refusal("400 Bad Request", "malformed request target")
         if len(lines) - 1 > MAX_HEADER_FIELDS:

@@ -283,6 +283,14 @@ def test_no_log_line_carries_a_query_on_any_path(
     assert_quiet(logs, capfd)
 
 
+def test_an_absolute_form_target_is_accepted(make_server: Any) -> None:
+    server = make_server()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(upgrade(f"http://127.0.0.1:{server.port}/ws?client=abs"))
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+    sock.close()
+
+
 # -- RFC 6455 pings ----------------------------------------------------------------------------
 
 
