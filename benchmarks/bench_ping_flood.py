@@ -1,9 +1,10 @@
-"""Server CPU taken by one client flooding RFC 6455 pings (issue 8).
+"""Server CPU taken by one client flooding RFC 6455 pings or tiny fragments (issue 8).
 
-    python benchmarks/bench_ping_flood.py [--duration 5] [--src PATH]
+    python benchmarks/bench_ping_flood.py [--duration 5] [--kind ping|fragments] [--src PATH]
 
 Starts a dev server (``rate_limit`` 1000/s, ``rate_burst`` 2000) in its own
-process; one client sends masked ping frames as fast as it can and reads
+process; one client sends masked ping frames (``--kind fragments``: one
+endless text message as 2-byte fragments) as fast as it can and reads
 whatever comes back (pongs, a close). When the server closes the connection
 the client reconnects and floods again, so the figure covers the whole run.
 Prints one JSON line: server CPU seconds per wall second, pings sent, pongs
@@ -37,13 +38,16 @@ def cpu_seconds(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--kind", choices=("ping", "fragments"), default="ping")
     ap.add_argument("--src", default=ROOT, help="checkout whose wscore the server runs")
     args = ap.parse_args()
     port = free_port()
     server = start_dev_server(port, os.path.abspath(args.src))
     ping = bytes([0x89, 0x80 | 4]) + ZERO_MASK + b"ping"
-    burst = ping * 1000
-    counts = {"pings": 0, "pongs": 0, "closes": 0}
+    fragment = bytes([0x00, 0x80 | 2]) + ZERO_MASK + b"ab"  # continuation, not final
+    burst = ping * 1000 if args.kind == "ping" else fragment * 1000
+    first = b"" if args.kind == "ping" else bytes([0x01, 0x80 | 2]) + ZERO_MASK + b"ab"
+    counts = {"frames": 0, "pongs": 0, "closes": 0}
     codes: dict[str, int] = {}
     try:
         time.sleep(0.5)
@@ -81,17 +85,18 @@ def main() -> None:
             thread = threading.Thread(target=reader, daemon=True)
             thread.start()
             try:
+                sock.sendall(first)
                 while time.monotonic() < end and not done.is_set():
                     sock.sendall(burst)
-                    counts["pings"] += 1000
+                    counts["frames"] += 1000
             except OSError:
                 pass
             sock.close()
             done.wait(timeout=5)
         wall = time.monotonic() - t0
         cpu = cpu_seconds(server.pid) - cpu0
-        print(json.dumps({"duration_s": round(wall, 2), "server_cpu_s_per_s": round(cpu / wall, 3),
-                          **counts, "close_codes": codes}))
+        print(json.dumps({"kind": args.kind, "duration_s": round(wall, 2),
+                          "server_cpu_s_per_s": round(cpu / wall, 3), **counts, "close_codes": codes}))
     finally:
         server.terminate()
         server.wait(timeout=10)

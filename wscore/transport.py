@@ -74,7 +74,10 @@ class WsTransport:
     ``control_rate`` per second (``control_burst`` saved): a ping over the
     rate is not answered (§5.5.3 lets an endpoint answer only the latest of
     several), and ``control_abuse_close_after`` refused in a row close the
-    connection with 4010 (rate limit exceeded). Without a rate, every ping is answered.
+    connection with 4010 (rate limit exceeded). Fragments of a fragmented
+    message under ``frames.SMALL_FRAGMENT_BYTES`` spend tokens from the same
+    bucket (they are still decoded; a sustained stream of them meets the
+    same 4010). Without a rate, nothing is limited here.
     """
 
     def __init__(
@@ -138,6 +141,8 @@ class WsTransport:
                 # Frames the peer sent before a violation are still answered (RFC
                 # 6455 §7.1.7 fails the connection at the bad frame, not earlier).
                 events, error = decoder.feed_until_error(data)
+                if decoder.small_fragments:
+                    self._count_small_fragments(now)
                 for event in events:
                     if isinstance(event, frames.TextMessage):
                         if not self._close_sent:
@@ -167,6 +172,20 @@ class WsTransport:
             self.abort()
 
     _closed_by_us = False
+
+    def _count_small_fragments(self, now: float) -> None:
+        """Tiny fragments spend tokens like pings: a stream of them is closed with 4010.
+
+        They cannot be refused one by one (that would corrupt the message), so
+        over the rate they are still decoded; only the abuse close applies.
+        """
+        n, self._decoder.small_fragments = self._decoder.small_fragments, 0
+        if self._control_bucket is None:
+            return
+        for _ in range(n):
+            self._control_allowed(now)
+            if self._abuse_closed:
+                return
 
     def _control_allowed(self, now: float) -> bool:
         """Spend a token for a ping or pong; close with 4010 after too many refused in a row."""

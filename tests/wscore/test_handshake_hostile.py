@@ -329,5 +329,33 @@ def test_pings_within_the_rate_are_all_answered(make_server: Any) -> None:
     client.close()
 
 
+def _fragments(text: str, size: int = 2) -> bytes:
+    data = text.encode()
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(frames.encode_frame(frames.OP_TEXT if i == 0 else frames.OP_CONTINUATION, p,
+                                        fin=i == len(pieces) - 1, mask_key=os.urandom(4))
+                    for i, p in enumerate(pieces))
+
+
+def _echo(server: Any) -> None:
+    server.on("echo", lambda ctx: ctx.payload)
+
+
+def test_a_stream_of_tiny_fragments_is_closed_with_4010(make_server: Any) -> None:
+    server = make_server(setup=_echo, rate_limit=10, rate_burst=20, rate_abuse_close_after=50)
+    client = RawClient(server.url)
+    client.recv()
+    # A few fragments are fine: the message arrives whole.
+    client.ws.sock.sendall(_fragments('{"v":"1.0","e":"echo","p":"ok","c":"f"}', size=4))
+    assert client.recv_until(lambda f: f.get("c") == "f")["p"] == "ok"
+    # Thousands of 2-byte fragments (one long message): each costs a decode, not a message.
+    flood = _fragments(json.dumps({"v": "1.0", "e": "echo", "p": "x" * 20_000}))
+    try:
+        client.ws.sock.sendall(flood)
+    except OSError:
+        pass
+    assert client.recv_close() == 4010
+
+
 def _close_code(data: bytes) -> int:
     return int(struct.unpack("!H", data[:2])[0])

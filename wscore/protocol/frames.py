@@ -56,6 +56,11 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 Role = Literal["server", "client"]
 
+#: A fragment of a fragmented message whose payload is under this many bytes is
+#: counted in :attr:`FrameDecoder.small_fragments`: decoding costs per frame, so
+#: a stream of tiny fragments costs CPU out of proportion to its bytes.
+SMALL_FRAGMENT_BYTES = 1024
+
 
 @attrs.frozen
 class TextMessage:
@@ -199,6 +204,9 @@ class FrameDecoder:
         self._head_started = False
         self._head_done = 0
         self._error: PeerProtocolError | None = None
+        #: Frames of fragmented messages with a payload under :data:`SMALL_FRAGMENT_BYTES`
+        #: decoded so far; the caller may reset it (e.g. to rate-limit them per connection).
+        self.small_fragments = 0
 
     @property
     def buffered_bytes(self) -> int:
@@ -334,6 +342,8 @@ class FrameDecoder:
                     else:
                         events.append(BinaryMessage(payload))
                     continue
+                if length < SMALL_FRAGMENT_BYTES:
+                    self.small_fragments += 1
                 if not self._head_started:
                     self._start_data_frame(opcode)
                 validated = self._head_done

@@ -212,3 +212,13 @@ def test_a_large_frame_arriving_in_pieces_inside_a_fragmented_message() -> None:
     for i in range(0, len(wire), 4093):  # splits characters and the mask cycle
         events += dec.feed(wire[i : i + 4093])
     assert events == [f.TextMessage(text.decode())]
+
+
+def test_small_fragments_are_counted_for_the_caller() -> None:
+    dec = server()
+    dec.feed(b"".join(_tiny_fragments(f.OP_TEXT, b"abcdef")))  # 3 fragments of 2 bytes
+    dec.feed(client_frame(f.OP_TEXT, b"whole"))  # a single-frame message is not a fragment
+    assert dec.small_fragments == 3
+    big = f.FrameDecoder(role="server", max_message_bytes=1 << 20)
+    big.feed(b"".join(_tiny_fragments(f.OP_BINARY, b"x" * 4096, size=f.SMALL_FRAGMENT_BYTES)))
+    assert big.small_fragments == 0
