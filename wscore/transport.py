@@ -536,6 +536,13 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         self.content_length = 0
         self.close_connection = True
 
+    def start_response(self, status: Any, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # One request per connection: say so, so that a keep-alive client does not
+        # take the close that follows for an error.
+        if not str(status).startswith("101") and not any(k.lower() == "connection" for k, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
+
     # -- the upgrade -------------------------------------------------------------------------
     def run_application(self) -> Any:
         environ = self.environ
