@@ -367,7 +367,8 @@ class WsServer:
         if cfg.allowed_origins is not None:
             origin = environ.get("HTTP_ORIGIN")
             if origin not in cfg.allowed_origins:
-                log.info("refused a WebSocket from origin %r", origin)
+                # The peer chooses the value: truncated, so one line stays one short line.
+                log.info("refused a WebSocket from origin %r", None if origin is None else origin[:200])
                 return ("403 Forbidden", "origin not allowed")
         # Sockets still in their handshake count too (this one among them).
         pending = self._transport.pending_connections if self._transport is not None else 1
