@@ -16,7 +16,14 @@ __all__ = ["AuthResult", "ConnectionInfo", "WsAuthenticator", "token_from"]
 
 @attrs.frozen
 class ConnectionInfo:
-    """What an authenticator may look at: the peer and its upgrade request."""
+    """What an authenticator may look at: the peer and its upgrade request.
+
+    ``headers`` is not every request header: only ``wscore.transport.KEPT_HEADERS``
+    (Authorization, Origin, Host, User-Agent, the X-Forwarded-* / Forwarded
+    family, X-Real-Ip, Sec-Websocket-Protocol, Accept-Language, Cookie), within
+    16 KiB together, are kept after the handshake (docs/protocol.md
+    "Handshake limits"). ``query`` holds secrets (token, session id): never log it.
+    """
 
     remote_address: tuple[str, int]
     headers: Mapping[str, str]

@@ -283,6 +283,8 @@ class WsServer:
             host=cfg.host, port=cfg.port, path=cfg.path, http_app=self._http,
             on_websocket=self._serve_connection, gate=self._gate,
             handshake_timeout=cfg.handshake_timeout, max_message_bytes=cfg.max_message_bytes,
+            max_connections=cfg.max_connections, control_rate=cfg.rate_limit,
+            control_burst=cfg.rate_burst, control_abuse_close_after=cfg.rate_abuse_close_after,
         )
         try:
             self._transport.start()
@@ -384,9 +386,12 @@ class WsServer:
         if cfg.allowed_origins is not None:
             origin = environ.get("HTTP_ORIGIN")
             if origin not in cfg.allowed_origins:
-                log.info("refused a WebSocket from origin %r", origin)
+                # The peer chooses the value: truncated, so one line stays one short line.
+                log.info("refused a WebSocket from origin %r", None if origin is None else origin[:200])
                 return ("403 Forbidden", "origin not allowed")
-        if len(self._conns) >= cfg.max_connections:
+        # Sockets still in their handshake count too (this one among them).
+        pending = self._transport.pending_connections if self._transport is not None else 1
+        if len(self._conns) + pending - 1 >= cfg.max_connections:
             return ("503 Service Unavailable", "too many connections")
         return None
 
@@ -398,6 +403,7 @@ class WsServer:
         if refusal is not None:
             status, message = refusal
             body: Any = {"error": message}
+            headers += environ.get("wscore.refusal_headers", ())
         elif method == "OPTIONS":
             start_response("204 No Content", headers)
             return []

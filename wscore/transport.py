@@ -1,9 +1,11 @@
 """The I/O adapter: the only module that imports gevent-websocket.
 
-gevent-websocket does the HTTP upgrade (RFC 6455 §4.2) on gevent's pywsgi;
-after the 101, wscore reads and writes the raw socket itself through the pure
-codec in :mod:`wscore.protocol.frames`. That carries three fixes over stock
-gevent-websocket 0.10.1:
+wscore reads and checks the upgrade request itself (a deadline for the whole
+head, bounded sizes, a 4xx with a JSON body for every refusal, quiet logs:
+see :class:`TransportServer`); gevent-websocket, on gevent's pywsgi, then
+writes the 101 (RFC 6455 §4.2). After the 101, wscore reads and writes the
+raw socket itself through the pure codec in :mod:`wscore.protocol.frames`.
+That carries three fixes over stock gevent-websocket 0.10.1:
 
 * unmasking and UTF-8 validation run at C speed (stock does both byte by
   byte in Python, which halves throughput);
@@ -20,12 +22,17 @@ message of ``max_message_bytes`` buffered).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import gevent
 import gevent.lock
@@ -34,6 +41,8 @@ from geventwebsocket.handler import WebSocketHandler
 
 from wscore.errors import ConnectionClosed
 from wscore.protocol import frames
+from wscore.protocol.codes import ErrorCode
+from wscore.protocol.session import TokenBucket
 
 __all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
 
@@ -60,10 +69,21 @@ class WsTransport:
     (peer closed, we closed, or the network broke) or
     :class:`PeerProtocolError` (after closing with its code).
     ``send_text`` may be called from any greenlet.
+
+    RFC 6455 pings and pongs from the peer are bounded by a token bucket of
+    ``control_rate`` per second (``control_burst`` saved): a ping over the
+    rate is not answered (§5.5.3 lets an endpoint answer only the latest of
+    several), and ``control_abuse_close_after`` refused in a row close the
+    connection with 4010 (rate limit exceeded). Fragments of a fragmented
+    message under ``frames.SMALL_FRAGMENT_BYTES`` spend tokens from the same
+    bucket (they are still decoded; a sustained stream of them meets the
+    same 4010). Without a rate, nothing is limited here.
     """
 
     def __init__(
-        self, sock: socket.socket, rfile: Any, environ: Mapping[str, Any], *, max_message_bytes: int
+        self, sock: socket.socket, rfile: Any, environ: Mapping[str, Any], *, max_message_bytes: int,
+        control_rate: float | None = None, control_burst: float = 1.0,
+        control_abuse_close_after: int = 0,
     ) -> None:
         self._sock = sock
         #: gevent's socket wraps a non-blocking OS socket; writing to it directly is
@@ -80,6 +100,11 @@ class WsTransport:
         finally:
             sock.settimeout(None)
         self._decoder = frames.FrameDecoder(role="server", max_message_bytes=max_message_bytes)
+        self._control_bucket = (None if control_rate is None else
+                                TokenBucket(rate=control_rate, burst=control_burst, now=time.monotonic()))
+        self._control_close_after = control_abuse_close_after
+        self._control_refused = 0  # pings/pongs refused in a row
+        self._abuse_closed = False
         self._write_lock = gevent.lock.Semaphore()
         #: Bytes of a frame the socket took only in part on a non-waiting write;
         #: they must go out before anything else (see write_nowait).
@@ -112,10 +137,12 @@ class WsTransport:
                     raise ConnectionClosed(None, f"network error: {exc}", by_peer=None) from None
                 if not data:
                     raise ConnectionClosed(self.close_code, "connection lost", by_peer=None)
-                self.last_received = time.monotonic()
+                now = self.last_received = time.monotonic()
                 # Frames the peer sent before a violation are still answered (RFC
                 # 6455 §7.1.7 fails the connection at the bad frame, not earlier).
                 events, error = decoder.feed_until_error(data)
+                if decoder.small_fragments:
+                    self._count_small_fragments(now)
                 for event in events:
                     if isinstance(event, frames.TextMessage):
                         if not self._close_sent:
@@ -123,8 +150,9 @@ class WsTransport:
                     elif isinstance(event, frames.BinaryMessage):
                         if not self._close_sent:
                             yield event.data
-                    elif isinstance(event, frames.PingReceived):
-                        if not self._close_sent:
+                    elif isinstance(event, (frames.PingReceived, frames.PongReceived)):
+                        if not self._close_sent and self._control_allowed(now) and isinstance(
+                                event, frames.PingReceived):
                             self._write(frames.encode_frame(frames.OP_PONG, event.payload))
                     elif isinstance(event, frames.CloseReceived):
                         if not self._close_sent:
@@ -135,10 +163,44 @@ class WsTransport:
                 if error is not None:
                     self.close(error.close_code, error.reason)
                     raise error
+                if self._abuse_closed:
+                    # Stop reading: TCP backpressure stops the flood, and decoding it
+                    # while the close handshake times out would cost the CPU we guard.
+                    gevent.sleep(_CLOSE_HANDSHAKE_TIMEOUT)
+                    raise ConnectionClosed(self.close_code, "closed for abuse", by_peer=False)
         finally:
             self.abort()
 
     _closed_by_us = False
+
+    def _count_small_fragments(self, now: float) -> None:
+        """Tiny fragments spend tokens like pings: a stream of them is closed with 4010.
+
+        They cannot be refused one by one (that would corrupt the message), so
+        over the rate they are still decoded; only the abuse close applies.
+        """
+        n, self._decoder.small_fragments = self._decoder.small_fragments, 0
+        if self._control_bucket is None:
+            return
+        for _ in range(n):
+            self._control_allowed(now)
+            if self._abuse_closed:
+                return
+
+    def _control_allowed(self, now: float) -> bool:
+        """Spend a token for a ping or pong; close with 4010 after too many refused in a row."""
+        bucket = self._control_bucket
+        if bucket is None or bucket.take(now):
+            self._control_refused = 0
+            return True
+        self._control_refused += 1
+        if self._control_close_after and self._control_refused >= self._control_close_after:
+            code = ErrorCode.RATE_LIMIT_EXCEEDED
+            log.info("closing a connection flooding pings/pongs (%d refused in a row)",
+                     self._control_refused)
+            self.close(code.close_code, code.wire_name)
+            self._abuse_closed = True
+        return False
 
     # -- writing (any greenlet) ----------------------------------------------------
     def send_text(self, text: str) -> None:
@@ -258,43 +320,349 @@ def _peer(environ: Mapping[str, Any]) -> tuple[str, int]:
         return (str(environ.get("REMOTE_ADDR", "")), 0)
 
 
+#: Request headers an application can see after the handshake, by contract
+#: (:class:`wscore.ConnectionInfo` and ``WsTransport.headers``), in the order they
+#: are kept within :data:`KEPT_HEADER_BYTES`. Every other header is dropped once
+#: the upgrade is done: a session must not hold an attacker's kilobytes for its TTL.
+KEPT_HEADERS = (
+    "Authorization", "Origin", "Host", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto",
+    "X-Forwarded-Host", "X-Real-Ip", "Forwarded", "Sec-Websocket-Protocol", "Accept-Language",
+    "Cookie",
+)
+#: Budget for the kept headers' names and values together; a header that would
+#: overflow it is dropped whole (a truncated credential is worse than none).
+KEPT_HEADER_BYTES = 16 * 1024
+#: Largest request head section (header lines, not the request line) accepted: HTTP 431 above.
+MAX_HEADER_BYTES = 64 * 1024
+#: Largest request line (method, target, version): HTTP 414 above.
+MAX_REQUEST_LINE = 8 * 1024
+#: Most header fields in one request: HTTP 431 above.
+MAX_HEADER_FIELDS = 100
+#: Bytes asked of one recv while the request head arrives (bounds what is read past it).
+_HEAD_CHUNK = 16 * 1024
+#: After a refusal: how long, and how many bytes, we read and drop before closing.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1 << 20
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
 def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The :data:`KEPT_HEADERS` of a request, within :data:`KEPT_HEADER_BYTES`."""
     out: dict[str, str] = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            out[key[5:].replace("_", "-").title()] = str(value)
+    budget = KEPT_HEADER_BYTES
+    for name in KEPT_HEADERS:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        if value is None:
+            continue
+        value = str(value)
+        cost = len(name) + len(value)
+        if cost <= budget:
+            out[name] = value
+            budget -= cost
     return out
 
 
-class _Handler(WebSocketHandler):  # type: ignore[misc]
-    """gevent-websocket's handler with wscore's gate run before the upgrade."""
+class _Refusal(Exception):
+    """A request refused before the application saw it: the HTTP response to send."""
 
+    def __init__(self, status: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _response(status: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A complete ``Connection: close`` HTTP response with a short JSON body."""
+    body = json.dumps({"error": message}).encode()
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _send_nowait(sock: socket.socket, data: bytes) -> None:
+    """Best effort, never waiting: for refusals written to a socket about to be closed."""
+    raw: Any = getattr(sock, "_sock", sock)
+    try:
+        raw.send(data)
+    except OSError:
+        pass
+
+
+class _Handler(WebSocketHandler):  # type: ignore[misc]
+    """gevent-websocket's handler with wscore's own request reading and refusals.
+
+    Reading and parsing the request head is done here, not by pywsgi, so that
+    ``handshake_timeout`` is a deadline for the whole head however slowly it
+    trickles in, its size is bounded (414 / 431), and every malformed or
+    refused request gets a 4xx with a JSON body and one log line at DEBUG —
+    never a traceback, never the request line or query (they carry tokens and
+    session ids). One request per connection: every response closes it.
+    """
+
+    SUPPORTED_VERSIONS = ("13",)
+    rfile: Any
+    #: ``time.monotonic()`` by which the request head must have arrived (set by _Server).
+    wscore_deadline = 0.0
+    #: The connection is counted in ``_Server.pending`` (accepted, not upgraded).
+    wscore_pending = False
+    #: The connection is counted in ``_Server.upgraded``.
+    wscore_upgraded = False
+
+    # -- reading the request -------------------------------------------------------------
+    def handle_one_request(self) -> Any:
+        try:
+            head, rest = self._read_head()
+            self._parse_head(head)
+            # This frame lives as long as the connection: keep nothing big in it.
+            del head
+        except _Refusal as refusal:
+            self._refuse(refusal)
+            return None
+        except _HeadAbandoned:
+            return None
+        # What arrived after the head (frames a client sent before the 101) stays
+        # readable for the WebSocket side; the request has no body (refused above).
+        self.rfile.close()
+        self.rfile = io.BytesIO(rest)
+        del rest
+        self.socket.settimeout(self.server.wscore_handshake_timeout)  # bounds writing the response
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        return None
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        """Answer ``refusal`` and end the connection gracefully."""
+        log.debug("refused a request from %s: %s %s", self._peer_host(), refusal.status,
+                  refusal.message)
+        self.status = refusal.status
+        sock = self.socket
+        try:
+            sock.settimeout(_LINGER_SECONDS)
+            sock.sendall(_response(refusal.status, refusal.message, refusal.headers))
+            sock.shutdown(socket.SHUT_WR)
+            # Lingering close: drop what the peer is still sending, briefly, so that
+            # closing with unread input does not reset the connection (RST) before
+            # the peer has read our answer.
+            deadline = time.monotonic() + _LINGER_SECONDS
+            drained = 0
+            while drained < _LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+
+    def _read_head(self) -> tuple[bytes, bytes]:
+        """The request head (without its blank line) and the bytes read past it.
+
+        Raises :class:`_Refusal` (408, 414, 431) or :class:`_HeadAbandoned`.
+        """
+        sock = self.socket
+        deadline = self.wscore_deadline
+        buf = bytearray()
+        line_end = -1
+        scanned = 0
+        while True:
+            found = _HEAD_END.search(buf, max(scanned - 3, 0))
+            if line_end < 0:
+                line_end = buf.find(b"\n")
+                if (line_end < 0 and len(buf) > MAX_REQUEST_LINE) or line_end > MAX_REQUEST_LINE:
+                    raise _Refusal("414 URI Too Long", "request line too long")
+            if found is not None:
+                if found.start() - line_end > MAX_HEADER_BYTES:
+                    raise _Refusal("431 Request Header Fields Too Large", "request headers too large")
+                return bytes(buf[: found.start()]), bytes(buf[found.end() :])
+            if line_end >= 0 and len(buf) - line_end > MAX_HEADER_BYTES + 4:
+                raise _Refusal("431 Request Header Fields Too Large", "request headers too large")
+            scanned = len(buf)
+            # A deadline, not an idle timeout: every wait is bounded by the time left,
+            # and the clock is re-read after it (gevent timers may fire a little early).
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if buf.strip():
+                    raise _Refusal("408 Request Timeout", "the request did not arrive in time")
+                raise _HeadAbandoned("idle")
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(_HEAD_CHUNK)
+            except TimeoutError:  # socket.timeout: the loop re-reads the clock
+                continue
+            except OSError:
+                raise _HeadAbandoned("network error") from None
+            if not chunk:
+                raise _HeadAbandoned("peer closed")
+            buf += chunk
+
+    def _parse_head(self, head: bytes) -> None:
+        """Set the request attributes pywsgi's get_environ reads; raise :class:`_Refusal` if malformed."""
+        lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+        match = _REQUEST_LINE.fullmatch(lines[0])
+        if match is None:
+            raise _Refusal("400 Bad Request", "malformed request line")
+        method, target, major, minor = match.groups()
+        if (major, minor) not in (("1", "0"), ("1", "1")):
+            raise _Refusal("400 Bad Request", "unsupported HTTP version (HTTP/1.1 expected)")
+        if target[:8].lower().startswith(("http://", "https://")):
+            # Absolute form (RFC 9112 §3.2.2: a server must accept it): keep path and query.
+            parts = urlsplit(target)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not (target.startswith("/") or (target == "*" and method == "OPTIONS")):
+            raise _Refusal("400 Bad Request", "malformed request target")
+        if len(lines) - 1 > MAX_HEADER_FIELDS:
+            raise _Refusal("431 Request Header Fields Too Large", "too many request header fields")
+        headers = pywsgi.OldMessage()
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not _TOKEN.fullmatch(name):
+                # Also refuses obsolete line folding (RFC 9112 §5.2) and a space before the colon.
+                raise _Refusal("400 Bad Request", "malformed header line")
+            headers[name] = value.strip(" \t")
+        if headers.get("Transfer-Encoding") or headers.get("Content-Length", "0").strip() != "0":
+            raise _Refusal("413 Content Too Large", "request bodies are not accepted")
+        self.command = method
+        self.path = target
+        self.request_version = f"HTTP/{major}.{minor}"
+        # Only what the log may show: never the query (SPEC §3, secrets).
+        self.requestline = f"{method} {target.split('?', 1)[0]} {self.request_version}"
+        self.headers = headers
+        self.content_length = 0
+        self.close_connection = True
+
+    def start_response(self, status: Any, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # One request per connection: say so, so that a keep-alive client does not
+        # take the close that follows for an error.
+        if not str(status).startswith("101") and not any(k.lower() == "connection" for k, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
+
+    # -- the upgrade -------------------------------------------------------------------------
     def run_application(self) -> Any:
         environ = self.environ
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            refusal = self.server.wscore_gate(environ)
-            if refusal is not None:
-                environ["wscore.refusal"] = refusal
-                return pywsgi.WSGIHandler.run_application(self)
+        upgrade = {t.strip().lower() for t in str(environ.get("HTTP_UPGRADE", "")).split(",")}
+        if "websocket" not in upgrade:
+            return pywsgi.WSGIHandler.run_application(self)  # plain HTTP
+        refusal = self._check_upgrade(environ)
+        if refusal is None:
+            gated = self.server.wscore_gate(environ)
+            if gated is not None:
+                refusal = _Refusal(*gated)
+        if refusal is not None:
+            log.debug("refused a WebSocket upgrade from %s: %s %s", self._peer_host(),
+                      refusal.status, refusal.message)
+            environ["wscore.refusal"] = (refusal.status, refusal.message)
+            environ["wscore.refusal_headers"] = list(refusal.headers)
+            return pywsgi.WSGIHandler.run_application(self)
+        # Every check gevent-websocket makes now passes: it writes the 101.
         return super().run_application()
 
+    def _check_upgrade(self, environ: Mapping[str, Any]) -> _Refusal | None:
+        """The RFC 6455 §4.2.1 checks gevent-websocket would make, with proper answers."""
+        version_header = (("Sec-WebSocket-Version", "13"),)
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _Refusal("405 Method Not Allowed", "a WebSocket upgrade must be a GET",
+                            (("Allow", "GET"),))
+        if self.request_version != "HTTP/1.1":
+            return _Refusal("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1")
+        connection = {t.strip().lower() for t in str(environ.get("HTTP_CONNECTION", "")).split(",")}
+        if "upgrade" not in connection:
+            return _Refusal("400 Bad Request", "a WebSocket upgrade needs 'Connection: Upgrade'")
+        version = str(environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")).strip()
+        if not version:
+            return _Refusal("426 Upgrade Required", "Sec-WebSocket-Version is missing", version_header)
+        if version not in self.SUPPORTED_VERSIONS:
+            return _Refusal("426 Upgrade Required", "unsupported Sec-WebSocket-Version",
+                            version_header)
+        key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", "")).strip()
+        try:
+            key_ok = len(base64.b64decode(key, validate=True)) == 16
+        except (binascii.Error, ValueError):
+            key_ok = False
+        if not key_ok:
+            return _Refusal("400 Bad Request", "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+        return None
+
+    # -- logging: one line, never the query, never a traceback for the peer's faults -------------
+    def _peer_host(self) -> str:
+        addr = self.client_address
+        return str(addr[0]) if isinstance(addr, tuple) and addr else "-"
+
     def log_request(self) -> None:
-        # Never log the query: it carries tokens and session ids (secrets, SPEC §3).
         path = str(self.environ.get("PATH_INFO", "")) if self.environ else ""
-        log.debug("%s %s %s -> %s", self.client_address[0] if self.client_address else "-",
-                  self.command, path, self.status)
+        log.debug("%s %s %s -> %s", self._peer_host(), self.command or "-", path, self.status)
+
+    def format_request(self) -> str:
+        return f"{self._peer_host()} {self.requestline or '-'} {self.status or '-'}"
+
+    def log_error(self, msg: str, *args: Any) -> None:
+        # pywsgi's messages quote the raw request: log only that something happened.
+        log.debug("HTTP error on a request from %s", self._peer_host())
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        log.debug("invalid request from %s: %s", self._peer_host(), type(ex).__name__)
+        return ("400", _response("400 Bad Request", "invalid request"))
+
+    def _log_error(self, t: Any, v: Any, tb: Any) -> None:
+        # Our own bug (the WSGI app raised): a traceback, but not the environ, whose
+        # QUERY_STRING carries tokens and session ids (the hub's handler would print it).
+        if not issubclass(t, gevent.GreenletExit):
+            path = str(self.environ.get("PATH_INFO", "")) if self.environ else ""
+            log.error("HTTP request %s %s failed", self.command or "-", path, exc_info=(t, v, tb))
+
+
+class _HeadAbandoned(Exception):
+    """The peer left (or sent nothing) before its request head was complete: close silently."""
 
 
 class _Server(pywsgi.WSGIServer):  # type: ignore[misc]
     handler_class = _Handler
     wscore_gate: Gate
     wscore_handshake_timeout: float
+    wscore_max_connections: int
+    #: Accepted connections whose request is being read or answered (not upgraded).
+    pending = 0
+    #: Connections upgraded to WebSockets and not yet ended.
+    upgraded = 0
 
     def handle(self, sock: socket.socket, address: Any) -> None:
-        # Slowloris guard: the HTTP request must arrive within the timeout;
-        # the WebSocket side clears it after the upgrade.
-        sock.settimeout(self.wscore_handshake_timeout)
-        super().handle(sock, address)
+        # Sockets before the upgrade count against max_connections too: a flood of
+        # connections that never finish their request must not exhaust file descriptors.
+        if self.pending + self.upgraded >= self.wscore_max_connections:
+            log.debug("refused a connection from %s: too many connections",
+                      address[0] if isinstance(address, tuple) and address else "-")
+            _send_nowait(sock, _response("503 Service Unavailable", "too many connections"))
+            sock.close()
+            return
+        handler = self.handler_class(sock, address, self)
+        # Slowloris guard: the whole request head must arrive by this deadline.
+        handler.wscore_deadline = time.monotonic() + self.wscore_handshake_timeout
+        handler.wscore_pending = True
+        self.pending += 1
+        try:
+            handler.handle()
+        except OSError as exc:
+            # The peer reset the connection while we answered: its fault, not worth a traceback.
+            log.debug("connection from %s ended: %s", handler._peer_host(), exc.strerror or exc)
+        finally:
+            _release(handler)
+
+
+def _release(handler: _Handler) -> None:
+    """Stop counting ``handler``'s connection as pending or upgraded (idempotent)."""
+    server = handler.server
+    if handler.wscore_pending:
+        handler.wscore_pending = False
+        server.pending -= 1
+    if handler.wscore_upgraded:
+        handler.wscore_upgraded = False
+        server.upgraded -= 1
 
 
 class TransportServer:
@@ -303,7 +671,16 @@ class TransportServer:
     ``on_websocket(transport)`` runs in the connection's own greenlet and owns
     it until it returns. Other requests go to ``http_app`` (plain WSGI);
     upgrade requests refused by ``gate`` reach ``http_app`` too, with
-    ``environ['wscore.refusal'] = (status, message)`` set.
+    ``environ['wscore.refusal'] = (status, message)`` set (and
+    ``environ['wscore.refusal_headers']``, a list of extra response headers).
+
+    Hostile-input guards (SPEC §4, docs/protocol.md "Handshake limits"): the
+    request head must be complete ``handshake_timeout`` seconds after the
+    accept (a deadline: 408), is at most :data:`MAX_REQUEST_LINE` (414) plus
+    :data:`MAX_HEADER_BYTES` (431) and has no body (413); a connection accepted
+    while ``max_connections`` sockets (upgraded or not) are open gets 503 at
+    once. ``control_rate``/``control_burst``/``control_abuse_close_after``
+    bound RFC 6455 pings and pongs per connection (see :class:`WsTransport`).
     """
 
     def __init__(
@@ -317,22 +694,35 @@ class TransportServer:
         gate: Gate,
         handshake_timeout: float,
         max_message_bytes: int,
+        max_connections: int = 1 << 30,
+        control_rate: float | None = None,
+        control_burst: float = 1.0,
+        control_abuse_close_after: int = 0,
     ) -> None:
         self._path = path
         self._http_app = http_app
         self._on_websocket = on_websocket
         self._max_message_bytes = max_message_bytes
-        # pywsgi reports malformed or timed-out requests on error_log: the peer's
-        # fault, so WARNING rather than ERROR.
+        self._control_rate = control_rate
+        self._control_burst = control_burst
+        self._control_abuse_close_after = control_abuse_close_after
+        # _Handler logs the peer's faults itself (one DEBUG line, no request text);
+        # whatever pywsgi still writes to error_log is kept at DEBUG for the same reason.
         self._server = _Server((host, port), self._wsgi, log=None,
-                               error_log=pywsgi.LoggingLogAdapter(log, logging.WARNING))
+                               error_log=pywsgi.LoggingLogAdapter(log, logging.DEBUG))
         self._server.wscore_gate = gate
         self._server.wscore_handshake_timeout = handshake_timeout
+        self._server.wscore_max_connections = max_connections
 
     @property
     def address(self) -> tuple[str, int]:
         addr = self._server.address
         return (str(addr[0]), int(addr[1]))
+
+    @property
+    def pending_connections(self) -> int:
+        """Accepted connections not (or not yet) upgraded: their request is read or answered."""
+        return int(self._server.pending)
 
     def start(self) -> None:
         self._server.start()
@@ -359,9 +749,23 @@ class TransportServer:
             pass
         # gevent-websocket must not touch the socket again: we own the framing.
         ws.closed = True
-        transport = WsTransport(sock, handler.rfile, environ, max_message_bytes=self._max_message_bytes)
+        transport = WsTransport(
+            sock, handler.rfile, environ, max_message_bytes=self._max_message_bytes,
+            control_rate=self._control_rate, control_burst=self._control_burst,
+            control_abuse_close_after=self._control_abuse_close_after)
+        handler.rfile.close()  # the transport took what was read past the request head
+        # The request's other headers are not needed any more (the transport kept its
+        # bounded set): do not hold them for the connection's lifetime.
+        for key in [k for k in environ if k.startswith("HTTP_")]:
+            del environ[key]
+        handler.headers = pywsgi.OldMessage()
+        server = self._server
+        _release(handler)
+        handler.wscore_upgraded = True
+        server.upgraded += 1
         try:
             self._on_websocket(transport)
         finally:
             transport.abort()
+            _release(handler)
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import pytest
 
@@ -153,3 +154,71 @@ def test_text_split_inside_a_character_across_reads_and_fragments() -> None:
     dec = server()
     events = [e for i in range(len(wire)) for e in dec.feed(wire[i : i + 1])]
     assert events == [f.TextMessage("a€😀")] and dec.buffered_bytes == 0
+
+
+def _tiny_fragments(op: int, payload: bytes, size: int = 2) -> list[bytes]:
+    """``payload`` as a message of ``size``-byte fragments (the last one has FIN)."""
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
+    return [client_frame(op if i == 0 else f.OP_CONTINUATION, p, fin=i == len(pieces) - 1)
+            for i, p in enumerate(pieces)]
+
+
+@pytest.mark.parametrize(("op", "event"), [(f.OP_TEXT, f.TextMessage), (f.OP_BINARY, f.BinaryMessage)])
+def test_a_message_in_tiny_fragments_costs_about_its_size(op: int, event: type) -> None:
+    # Issue 8: 2-byte fragments used to cost ~34x the message (one object per fragment).
+    size = 64 * 1024
+    payload = (b"ab" if op == f.OP_TEXT else b"\x00\xff") * (size // 2)
+    wire = _tiny_fragments(op, payload)
+    dec = f.FrameDecoder(role="server", max_message_bytes=size)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        peak_held = 0
+        for i in range(0, len(wire) - 1, 1000):  # many tiny frames per read, as a recv returns them
+            assert dec.feed(b"".join(wire[i : min(i + 1000, len(wire) - 1)])) == []
+            assert dec.buffered_bytes <= size + 64
+            peak_held = max(peak_held, tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    assert peak_held <= 1.5 * size + 16 * 1024, f"assembly held {peak_held} bytes for {size}"
+    (done,) = dec.feed(wire[-1])
+    assert done == event(payload.decode() if op == f.OP_TEXT else payload)
+    assert dec.buffered_bytes == 0
+
+
+def test_a_fragmented_message_past_the_limit_is_refused_before_its_fragment_is_kept() -> None:
+    dec = f.FrameDecoder(role="server", max_message_bytes=100)
+    wire = _tiny_fragments(f.OP_BINARY, b"x" * 200)
+    with pytest.raises(MessageTooBig):
+        for frame in wire:
+            dec.feed(frame)
+            assert dec.buffered_bytes <= 100
+    assert dec.buffered_bytes == 0
+
+
+def test_text_fragments_are_still_validated_as_they_arrive() -> None:
+    dec = server()
+    with pytest.raises(PeerProtocolError) as info:
+        dec.feed(client_frame(f.OP_TEXT, b"ok", fin=False) + client_frame(f.OP_CONTINUATION, b"\xff",
+                                                                           fin=False))
+    assert info.value.close_code == 1007
+
+
+def test_a_large_frame_arriving_in_pieces_inside_a_fragmented_message() -> None:
+    dec = f.FrameDecoder(role="server", max_message_bytes=1 << 20)
+    text = ("é" * 40_000).encode()
+    wire = client_frame(f.OP_TEXT, text[:3], fin=False) + client_frame(f.OP_CONTINUATION, text[3:])
+    events: list[f.FrameEvent] = []
+    for i in range(0, len(wire), 4093):  # splits characters and the mask cycle
+        events += dec.feed(wire[i : i + 4093])
+    assert events == [f.TextMessage(text.decode())]
+
+
+def test_small_fragments_are_counted_for_the_caller() -> None:
+    dec = server()
+    dec.feed(b"".join(_tiny_fragments(f.OP_TEXT, b"abcdef")))  # 3 fragments of 2 bytes
+    dec.feed(client_frame(f.OP_TEXT, b"whole"))  # a single-frame message is not a fragment
+    assert dec.small_fragments == 3
+    big = f.FrameDecoder(role="server", max_message_bytes=1 << 20)
+    big.feed(b"".join(_tiny_fragments(f.OP_BINARY, b"x" * 4096, size=f.SMALL_FRAGMENT_BYTES)))
+    assert big.small_fragments == 0

@@ -1,0 +1,218 @@
+"""Server memory under two hostile-input attacks (issue 8): tiny fragments and huge headers.
+
+    python benchmarks/bench_hostile_memory.py [--conns 10] [--src PATH]
+
+Starts a dev server (``max_message_bytes`` 1 MiB) in its own process and
+prints its RSS before and after each attack, as JSON lines:
+
+* ``fragments``: each connection sends an almost-``max_message_bytes`` text
+  message as 2-byte fragments and never sends the final one (the server must
+  hold the partial message; it should cost about its size, not 30x it);
+* ``headers``: each connection sends an upgrade request with ~5.4 MB of headers
+  (90 lines of 60 KB, each under the per-line caps) and stays connected;
+* ``slowloris``: 300 connections drip their upgrade request one byte a second
+  (``handshake_timeout`` 3 s); prints how many are still open after 12 s;
+* ``headers_under_cap``: 20x as many connections send 60 KB of headers (under
+  the 64 KiB cap, so accepted) and stay connected with their sessions.
+
+``--src`` runs the server from another checkout (e.g. an unfixed tree from
+``git archive``) to measure "before" against "after".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SERVER = """
+import sys
+from gevent import monkey; monkey.patch_all()
+from wscore import WsServer, WsServerConfig
+cfg = WsServerConfig.dev(host="127.0.0.1", port=int(sys.argv[1]), max_connections=100_000,
+                         handshake_timeout=3.0)
+server = WsServer(config=cfg)
+server.serve_forever()
+"""
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+ZERO_MASK = b"\0\0\0\0"  # a zero mask leaves the payload as is (the server unmasks anyway)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_dev_server(port: int, src: str) -> subprocess.Popen[bytes]:
+    """A dev-config wscore server in its own process, running the code under ``src``."""
+    env = {**os.environ, "PYTHONPATH": src}
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)], cwd=src, env=env)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("bench: the server did not come up")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def upgrade(port: int, extra: bytes = b"") -> tuple[socket.socket, bytes, bytes]:
+    """Connect and send an upgrade request; return the socket, the status line, what followed the head."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    data = b""
+    try:
+        sock.sendall(UPGRADE + extra + b"\r\n")
+    except OSError:
+        pass  # refused before we finished sending: read the answer
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head.split(b"\r\n", 1)[0], rest
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool) -> bytes:
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + ZERO_MASK + payload
+
+
+def settle(pid: int) -> int:
+    time.sleep(1.5)  # let the server finish reading what was sent (a measurement, not a sync)
+    return rss_kib(pid)
+
+
+def attack_fragments(port: int, pid: int, conns: int, size: int) -> dict[str, object]:
+    before = settle(pid)
+    first = frame(0x1, b"ab", fin=False)
+    rest = frame(0x0, b"ab", fin=False) * (size // 2 - 1)
+    socks = []
+    for _ in range(conns):
+        sock, _, _ = upgrade(port)
+        sock.sendall(first + rest)
+        socks.append(sock)
+    after = settle(pid)
+    for sock in socks:
+        sock.close()
+    return {"attack": "fragments", "conns": conns, "message_bytes": size, "rss_before_kib": before,
+            "rss_after_kib": after,
+            "per_conn_kib": round((after - before) / conns), "per_conn_x_message":
+            round((after - before) * 1024 / conns / size, 1)}
+
+
+def attack_headers(port: int, pid: int, conns: int) -> dict[str, object]:
+    before = settle(pid)
+    extra = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 60_000) for i in range(90))
+    socks = []
+    statuses = set()
+    for _ in range(conns):
+        sock, status, _ = upgrade(port, extra)
+        statuses.add(status.decode("latin-1"))
+        socks.append(sock)
+    after = settle(pid)
+    for sock in socks:
+        sock.close()
+    return {"attack": "headers", "conns": conns, "header_bytes": len(extra),
+            "responses": sorted(statuses), "rss_before_kib": before, "rss_after_kib": after,
+            "per_conn_kib": round((after - before) / conns)}
+
+
+def attack_slowloris(port: int, pid: int, conns: int, seconds: float = 12.0) -> dict[str, object]:
+    """Connections dripping their upgrade request one byte a second (handshake_timeout is 3 s)."""
+    request = UPGRADE + b"\r\n"
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
+    for sock in socks:
+        sock.setblocking(False)
+    open_ = set(range(conns))
+    start = time.monotonic()
+    sent = 0
+    cut_at: list[float] = []
+    while time.monotonic() - start < seconds and open_:
+        for i in list(open_):
+            try:
+                if socks[i].recv(4096) is not None:  # an answer (408) or EOF: cut
+                    open_.discard(i)
+                    cut_at.append(time.monotonic() - start)
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                open_.discard(i)
+                cut_at.append(time.monotonic() - start)
+                continue
+            try:
+                socks[i].send(request[sent : sent + 1])
+            except OSError:
+                pass
+        sent += 1
+        time.sleep(1.0)  # the drip's pace
+    for sock in socks:
+        sock.close()
+    return {"attack": "slowloris", "conns": conns, "handshake_timeout_s": 3.0,
+            "bytes_dripped_each": sent, "still_open_after_s": {str(seconds): len(open_)},
+            "cut_between_s": [round(min(cut_at), 1), round(max(cut_at), 1)] if cut_at else None}
+
+
+def attack_headers_under_cap(port: int, pid: int, conns: int) -> dict[str, object]:
+    """Headers just under the 64 KiB cap: accepted, but the session must not keep them."""
+    before = settle(pid)
+    socks = []
+    statuses = set()
+    for n in range(conns):
+        # Distinct values per connection: nothing can be shared between sessions.
+        extra = b"".join(b"X-Pad-%d: %s\r\n" % (i, (b"%08d" % n) * 625) for i in range(12))
+        sock, status, _ = upgrade(port, extra)
+        statuses.add(status.decode("latin-1"))
+        socks.append(sock)
+    after = settle(pid)
+    for sock in socks:
+        sock.close()
+    return {"attack": "headers_under_cap", "conns": conns, "header_bytes": 12 * 5000,
+            "responses": sorted(statuses), "rss_before_kib": before, "rss_after_kib": after,
+            "per_conn_kib": round((after - before) / conns)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--conns", type=int, default=10)
+    ap.add_argument("--src", default=ROOT, help="checkout whose wscore the server runs")
+    args = ap.parse_args()
+    attacks = [lambda port, pid: attack_fragments(port, pid, args.conns, (1 << 20) - 4096),
+               lambda port, pid: attack_headers(port, pid, args.conns),
+               lambda port, pid: attack_headers_under_cap(port, pid, args.conns * 20),
+               lambda port, pid: attack_slowloris(port, pid, 300)]
+    for attack in attacks:  # a fresh server each: freed memory is not returned to the OS
+        port = free_port()
+        server = start_dev_server(port, os.path.abspath(args.src))
+        try:
+            print(json.dumps(attack(port, server.pid)), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
