@@ -30,15 +30,14 @@ if not __package__:
 
 from locust import task
 
-from loadtests.common import (
-    MESSAGE_INTERVAL,
-    ROOMS,
-    BroadcastProbe,
-    Pacer,
-    WsUser,
-    send_chat_message,
-)
+from loadtests.broadcast import BroadcastProbe, send_chat_message
+from loadtests.hooks import install
+from loadtests.options import MESSAGE_INTERVAL
+from loadtests.pacing import Pacer
+from loadtests.user import WsUser
 from wscore.client import WsClient
+
+install()
 
 __all__ = ["ChatUser"]
 
@@ -48,8 +47,7 @@ class ChatUser(WsUser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.room = f"room-{self.index % ROOMS.get(self.environment)}"
-        self.probe = BroadcastProbe(self, "chat.new_message")
+        self.probe = BroadcastProbe(self, self.workload.delivery_event)
         # Pacing keeps the send rate fixed whatever the ack latency; built per instance
         # because the interval is a command-line option, unknown at import time.
         self._pacer = Pacer(MESSAGE_INTERVAL.get(self.environment))
@@ -58,14 +56,14 @@ class ChatUser(WsUser):
         return self._pacer.wait_time()
 
     def setup_client(self, client: WsClient) -> None:
-        client.on("chat.new_message", self.probe.on_message)
+        client.on(self.workload.delivery_event, self.probe.on_message)
 
     def on_start(self) -> None:
         super().on_start()
-        self.join_room(self.room)
+        self.join_room()
         self._pacer.stagger()
 
     @task
     def chat(self) -> None:
-        send_chat_message(self, self.room, self.probe)
+        send_chat_message(self, self.probe)
 

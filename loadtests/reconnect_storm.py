@@ -47,23 +47,21 @@ from locust import events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtests.common import (
+from loadtests.broadcast import BroadcastProbe, send_chat_message, set_and_read_session_counter
+from loadtests.counters import counters_of
+from loadtests.hooks import fire_request, install, listen
+from loadtests.options import (
     DROP_INTERVAL,
     MESSAGE_INTERVAL,
     PROXY_CONTROL,
-    ROOMS,
     STORM_INTERVAL,
-    BroadcastProbe,
-    Pacer,
-    WsUser,
-    counters_of,
-    fire_request,
-    listen,
     loopback_http_url,
-    send_chat_message,
-    set_and_read_session_counter,
 )
+from loadtests.pacing import Pacer
+from loadtests.user import WsUser
 from wscore.client import WsClient
+
+install()
 
 __all__ = ["StormUser", "cut_all_via_proxy"]
 
@@ -79,8 +77,7 @@ class StormUser(WsUser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         env = self.environment
-        self.room = f"room-{self.index % ROOMS.get(env)}"
-        self.probe = BroadcastProbe(self, "chat.new_message")
+        self.probe = BroadcastProbe(self, self.workload.delivery_event)
         self._pacer = Pacer(MESSAGE_INTERVAL.get(env))
         self._drop_interval = DROP_INTERVAL.get(env)
         self._next_drop = self._draw_next_drop()
@@ -102,23 +99,22 @@ class StormUser(WsUser):
             self._next_drop = self._draw_next_drop()
 
     def setup_client(self, client: WsClient) -> None:
-        client.on("chat.new_message", self.probe.on_message)
+        client.on(self.workload.delivery_event, self.probe.on_message)
 
     def on_start(self) -> None:
         super().on_start()
-        self.join_room(self.room)
+        self.join_room()
         self._pacer.stagger()
 
     @task(2)
     def chat(self) -> None:
         self._maybe_drop()
-        send_chat_message(self, self.room, self.probe)
+        send_chat_message(self, self.probe)
 
     @task(2)
     def echo(self) -> None:
         self._maybe_drop()
-        payload = {"user": self.index, "t": time.time_ns()}
-        self.request("echo", payload, check=lambda r: None if r == payload else f"echo came back as {r!r}")
+        self.call(self.workload.echo({"user": self.index, "t": time.time_ns()}))
 
     @task(1)
     def session_counter(self) -> None:
