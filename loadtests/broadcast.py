@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loadtests.user import RequestFailed
 from sandbox.chat_workload import ChatWorkload
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from loadtests.counters import WsCounters
     from loadtests.user import WsUser
 
-__all__ = ["BroadcastOrderError", "BroadcastProbe", "send_chat_message",
+__all__ = ["BroadcastOrderError", "BroadcastProbe", "ProbeUser", "send_chat_message",
            "set_and_read_session_counter"]
 
 
@@ -30,10 +30,11 @@ class BroadcastOrderError(Exception):
     """A received broadcast skipped, repeated or reordered one of its sender's messages."""
 
 
-class _Recorder:
+class ProbeUser(Protocol):
     """What BroadcastProbe uses of a WsUser (so it can be tested without one)."""
 
-    counters: WsCounters
+    @property
+    def counters(self) -> WsCounters: ...
 
     def record(self, request_type: str, name: str, response_time_ms: float,
                response_length: int = 0, exception: BaseException | None = None) -> None: ...
@@ -57,7 +58,7 @@ class BroadcastProbe:
     (other chatters) are ignored.
     """
 
-    def __init__(self, user: WsUser | _Recorder, event: str) -> None:
+    def __init__(self, user: ProbeUser, event: str) -> None:
         self.user = user
         self.event = event
         self._sender = ProbeSender(uuid.uuid4().hex[:12])
