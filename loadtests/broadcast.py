@@ -12,7 +12,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loadtests.user import RequestFailed
+from loadtests.options import MESSAGE_INTERVAL
+from loadtests.pacing import Pacer
+from loadtests.user import RequestFailed, WsUser
 from sandbox.chat_workload import ChatWorkload
 from sandbox.probe import Arrival, OrderCheck, ProbeSender, parse_probe
 from wscore import ErrorCode
@@ -20,10 +22,10 @@ from wscore.client import WsError
 
 if TYPE_CHECKING:
     from loadtests.counters import WsCounters
-    from loadtests.user import WsUser
+    from wscore.client import WsClient
 
-__all__ = ["BroadcastOrderError", "BroadcastProbe", "ProbeUser", "send_chat_message",
-           "set_and_read_session_counter"]
+__all__ = ["BroadcastOrderError", "BroadcastProbe", "ProbeUser", "RoomChatter",
+           "send_chat_message", "set_and_read_session_counter"]
 
 
 class BroadcastOrderError(Exception):
@@ -115,3 +117,36 @@ def set_and_read_session_counter(user: WsUser, value: int) -> None:
     workload: ChatWorkload = user.workload
     user.call(workload.session_write("counter", value))
     user.call(workload.session_read("counter", value))
+
+
+class RoomChatter(WsUser):
+    """A user that joins its workload's room, checks every broadcast and runs paced tasks.
+
+    ``on_start`` connects, joins (a user that cannot join stops) and waits a
+    random phase; then one task every ``--message-interval`` seconds
+    (:class:`~loadtests.pacing.Pacer`: the send rate stays fixed whatever the
+    ack latency). :meth:`chat` publishes the next probe.
+    """
+
+    abstract = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe = BroadcastProbe(self, self.workload.delivery_event)
+        # Built per instance: the interval is a command-line option, unknown at import time.
+        self._pacer = Pacer(MESSAGE_INTERVAL.get(self.environment))
+
+    def wait_time(self) -> float:
+        return self._pacer.wait_time()
+
+    def setup_client(self, client: WsClient) -> None:
+        client.on(self.workload.delivery_event, self.probe.on_message)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.join_room()
+        self._pacer.stagger()
+
+    def chat(self) -> None:
+        """Publish the next probe to the room (``WS chat.message``, reply checked)."""
+        send_chat_message(self, self.probe)

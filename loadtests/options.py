@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar, cast
 import attrs
 from locust.env import Environment
 
+from sandbox.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+
 __all__ = [
     "DROP_INTERVAL",
     "ECHO_BYTES",
@@ -37,34 +39,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def loopback_http_url(text: str) -> str:
@@ -119,22 +93,22 @@ class Option(Generic[T]):
         return self.parse(raw) if raw else self.default
 
 
-ROOMS = Option("--rooms", _positive_int, 4,
+ROOMS = Option("--rooms", positive_int, 4,
                "chat, reconnect_storm: rooms the users are spread over (round robin)")
-MESSAGE_INTERVAL = Option("--message-interval", _positive_float, 1.0,
+MESSAGE_INTERVAL = Option("--message-interval", positive_float, 1.0,
                           "chat, reconnect_storm: seconds between one user's tasks (constant pacing)")
-ECHO_BYTES = Option("--echo-bytes", _non_negative_int, 64, "rpc: filler bytes in each echo payload")
-RPC_RATE = Option("--rpc-rate", _non_negative_float, 500.0,
+ECHO_BYTES = Option("--echo-bytes", non_negative_int, 64, "rpc: filler bytes in each echo payload")
+RPC_RATE = Option("--rpc-rate", non_negative_float, 500.0,
                   "rpc: most tasks per second per user, to stay under the server's per-session "
                   "rate_limit (dev: 1000 messages/s); 0: no cap")
-DROP_INTERVAL = Option("--drop-interval", _non_negative_float, 5.0,
+DROP_INTERVAL = Option("--drop-interval", non_negative_float, 5.0,
                        "reconnect_storm: mean seconds between one user's own abrupt drops (0: never)")
 PROXY_CONTROL = Option("--proxy-control", loopback_http_url, "",
                        "reconnect_storm: control API URL of a sandbox proxy (loopback, e.g. "
                        "http://127.0.0.1:9001): cut every connection at once every --storm-interval")
-STORM_INTERVAL = Option("--storm-interval", _positive_float, 10.0,
+STORM_INTERVAL = Option("--storm-interval", positive_float, 10.0,
                         "reconnect_storm: seconds between proxy-wide cuts (with --proxy-control)")
-REQUEST_TIMEOUT = Option("--ws-request-timeout", _positive_float, 10.0,
+REQUEST_TIMEOUT = Option("--ws-request-timeout", positive_float, 10.0,
                          "all: seconds a request waits for its reply before it is a failure")
 
 OPTIONS: tuple[Option[Any], ...] = (

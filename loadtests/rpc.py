@@ -23,12 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if not __package__:
-    # Loaded by path (`locust -f loadtests/rpc.py`): locust puts the working directory and
-    # this file's directory on sys.path, not necessarily the repository root.
-    _root = str(Path(__file__).resolve().parents[1])
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
+if not __package__:  # loaded by path (`locust -f`): put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from locust import task
 from locust.user.wait_time import constant, constant_throughput
