@@ -114,7 +114,10 @@ def set_and_read_session_counter(user: WsUser, value: int) -> None:
     The session variables live in the session, so they must survive every
     reconnect. Raises :class:`~loadtests.user.RequestFailed` like :meth:`WsUser.request`.
     """
-    workload: ChatWorkload = user.workload
+    workload = user.workload
+    if not isinstance(workload, ChatWorkload):
+        raise TypeError(f"the session counter needs the chat workload's events, not "
+                        f"{type(workload).__name__}'s")
     user.call(workload.session_write("counter", value))
     user.call(workload.session_read("counter", value))
 

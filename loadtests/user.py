@@ -44,7 +44,7 @@ from loadtests.hooks import fire_request
 from loadtests.options import REQUEST_TIMEOUT, ROOMS
 from sandbox.chat_workload import ChatWorkload
 from sandbox.guarantees import ReplyAccount
-from sandbox.workload import Request
+from sandbox.workload import Request, Workload
 from wscore.client import (
     ConnectionClosed,
     SendBufferFull,
@@ -100,14 +100,14 @@ class WsUser(User):
 
     abstract = True
     #: What each user does in the app (its room, its requests, its deliveries).
-    workload_class: ClassVar[type[ChatWorkload]] = ChatWorkload
+    workload_class: ClassVar[type[Workload]] = ChatWorkload
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         if not self.host:
             raise LocustError("no host: pass --host ws://HOST:PORT/ws (or set the User's host)")
         self.index = next(_user_indices)
-        self.workload = self.workload_class(self.index, ROOMS.get(environment))
+        self.workload: Workload = self.workload_class(self.index, ROOMS.get(environment))
         self.counters = counters_of(environment)
         self._replies = ReplyAccount()  # requests that gave up, for unmatched replies
         self._client: WsClient | None = None

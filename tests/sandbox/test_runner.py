@@ -132,3 +132,15 @@ def test_partition_longer_than_the_heartbeat_loses_nothing() -> None:
     assert report.passed, report.format_text()
     assert_guarantees_held(report)
     assert report.ledger.resumes >= 20 and report.ledger.sessions_lost == 0
+
+
+def test_an_app_without_the_workloads_events_is_a_one_line_exit_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: the drain's barrier retried the 1008 at once, spinning a core for the
+    # whole drain timeout, then said only "not drained".
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    assert cli.main(["run", "--app", "sbx_apps:no_echo", "--profile", "clean", "--clients", "2",
+                     "--duration", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "'echo'" in err and "1008 handlerNotFound" in err, err
