@@ -60,6 +60,16 @@ def test_chaos_run_resumes_and_keeps_every_guarantee() -> None:
     assert report.ledger.recovery_seconds.count == report.ledger.resumes
 
 
+def test_same_seed_same_fired_faults() -> None:
+    def run() -> Report:
+        return sandbox.run_scenario(app=FAST_APP, profile="flaky-mobile", clients=4, duration=3,
+                                    seed=21, reset_every_seconds=1.0)
+
+    first, second = run(), run()
+    assert first.faults.counts.get("reset_peer", 0) >= 4
+    assert first.faults.digest == second.faults.digest, (first.faults.log, second.faults.log)
+
+
 def test_ttl_exceeded_reports_lost_sessions_and_passes() -> None:
     report = sandbox.run_scenario(app="sbx_apps:short_ttl", profile="ttl-exceeded", clients=4,
                                   duration=7, seed=5, partition_after_seconds=0.5,
