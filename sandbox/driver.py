@@ -86,8 +86,8 @@ class Driver:
         """``clients[i].request(...)``, counting a request that gives up (timeout, killed, closed)."""
         try:
             return self.clients[i].request(request.event, request.payload, timeout=timeout)
-        except WsError:
-            raise  # answered, with an error
+        except (WsError, SendBufferFull):
+            raise  # answered with an error, or never sent: no reply can come late
         except BaseException:
             self.given_up[i] += 1
             raise
