@@ -29,6 +29,7 @@ import gevent.event
 
 from sandbox.faults import Blackhole, Fault, FaultRecord, Refuse, RefuseMode, Trigger
 from sandbox.pumps import LINGER_RESET, Connection, spawn_timer
+from sandbox.retry import Backoff
 from sandbox.stream_plan import Window, windows
 
 __all__ = ["FaultProxy", "ProxyError", "format_address", "parse_address"]
@@ -305,13 +306,15 @@ class FaultProxy:
     def _accept_loop(self) -> None:
         listener = self._listener
         assert listener is not None
+        backoff = Backoff(base=0.05, cap=1.0)
         while True:
             try:
                 client, _addr = listener.accept()
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
-                gevent.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                backoff.pause()  # e.g. EMFILE: back off instead of spinning
                 continue
+            backoff.reset()
             index = self._accepted
             self._accepted += 1
             if self._should_refuse(index):

@@ -44,6 +44,10 @@ class Backoff:
         self.cap = cap
         self._next = base
 
+    def reset(self) -> None:
+        """Start again from ``base`` (after a success)."""
+        self._next = self.base
+
     def pause(self, deadline: float | None = None) -> bool:
         """Sleep the next pause (never past ``deadline``, a ``time.monotonic()``); False if
         the deadline has passed, so there is no time for another attempt."""
