@@ -19,53 +19,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
-if not __package__:
-    # Loaded by path (`locust -f loadtests/chat.py`): locust puts the working directory and
-    # this file's directory on sys.path, not necessarily the repository root.
-    _root = str(Path(__file__).resolve().parents[1])
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
+if not __package__:  # loaded by path (`locust -f`): put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from locust import task
 
-from loadtests.common import (
-    MESSAGE_INTERVAL,
-    ROOMS,
-    BroadcastProbe,
-    Pacer,
-    WsUser,
-    send_chat_message,
-)
-from wscore.client import WsClient
+from loadtests.broadcast import RoomChatter
+from loadtests.hooks import install
+
+install()
 
 __all__ = ["ChatUser"]
 
 
-class ChatUser(WsUser):
+class ChatUser(RoomChatter):
     """Joins one room and chats in it at a constant pace (``--message-interval``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.room = f"room-{self.index % ROOMS.get(self.environment)}"
-        self.probe = BroadcastProbe(self, "chat.new_message")
-        # Pacing keeps the send rate fixed whatever the ack latency; built per instance
-        # because the interval is a command-line option, unknown at import time.
-        self._pacer = Pacer(MESSAGE_INTERVAL.get(self.environment))
-
-    def wait_time(self) -> float:
-        return self._pacer.wait_time()
-
-    def setup_client(self, client: WsClient) -> None:
-        client.on("chat.new_message", self.probe.on_message)
-
-    def on_start(self) -> None:
-        super().on_start()
-        self.join_room(self.room)
-        self._pacer.stagger()
 
     @task
     def chat(self) -> None:
-        send_chat_message(self, self.room, self.probe)
-
+        super().chat()

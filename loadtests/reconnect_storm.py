@@ -35,35 +35,20 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-if not __package__:
-    # Loaded by path (`locust -f loadtests/reconnect_storm.py`): locust puts the working
-    # directory and this file's directory on sys.path, not necessarily the repository root.
-    _root = str(Path(__file__).resolve().parents[1])
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
+if not __package__:  # loaded by path (`locust -f`): put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gevent
 from locust import events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtests.common import (
-    DROP_INTERVAL,
-    MESSAGE_INTERVAL,
-    PROXY_CONTROL,
-    ROOMS,
-    STORM_INTERVAL,
-    BroadcastProbe,
-    Pacer,
-    WsUser,
-    counters_of,
-    fire_request,
-    listen,
-    loopback_http_url,
-    send_chat_message,
-    set_and_read_session_counter,
-)
-from wscore.client import WsClient
+from loadtests.broadcast import RoomChatter, set_and_read_session_counter
+from loadtests.counters import counters_of
+from loadtests.hooks import fire_request, install, listen
+from loadtests.options import DROP_INTERVAL, PROXY_CONTROL, STORM_INTERVAL, loopback_http_url
+
+install()
 
 __all__ = ["StormUser", "cut_all_via_proxy"]
 
@@ -73,21 +58,14 @@ log = logging.getLogger("wscore.loadtests.reconnect_storm")
 _CONTROL_TIMEOUT = 5.0
 
 
-class StormUser(WsUser):
+class StormUser(RoomChatter):
     """Chats, echoes and keeps a session counter while its link keeps being cut."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        env = self.environment
-        self.room = f"room-{self.index % ROOMS.get(env)}"
-        self.probe = BroadcastProbe(self, "chat.new_message")
-        self._pacer = Pacer(MESSAGE_INTERVAL.get(env))
-        self._drop_interval = DROP_INTERVAL.get(env)
+        self._drop_interval = DROP_INTERVAL.get(self.environment)
         self._next_drop = self._draw_next_drop()
         self._counter = 0
-
-    def wait_time(self) -> float:
-        return self._pacer.wait_time()
 
     def _draw_next_drop(self) -> float:
         # Spread over 0.5x..1.5x so users do not all drop in lockstep (that is the proxy's job).
@@ -101,24 +79,15 @@ class StormUser(WsUser):
             self.drop_connection()
             self._next_drop = self._draw_next_drop()
 
-    def setup_client(self, client: WsClient) -> None:
-        client.on("chat.new_message", self.probe.on_message)
-
-    def on_start(self) -> None:
-        super().on_start()
-        self.join_room(self.room)
-        self._pacer.stagger()
-
     @task(2)
     def chat(self) -> None:
         self._maybe_drop()
-        send_chat_message(self, self.room, self.probe)
+        super().chat()
 
     @task(2)
     def echo(self) -> None:
         self._maybe_drop()
-        payload = {"user": self.index, "t": time.time_ns()}
-        self.request("echo", payload, check=lambda r: None if r == payload else f"echo came back as {r!r}")
+        self.call(self.workload.echo({"user": self.index, "t": time.time_ns()}))
 
     @task(1)
     def session_counter(self) -> None:

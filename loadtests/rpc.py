@@ -23,17 +23,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if not __package__:
-    # Loaded by path (`locust -f loadtests/rpc.py`): locust puts the working directory and
-    # this file's directory on sys.path, not necessarily the repository root.
-    _root = str(Path(__file__).resolve().parents[1])
-    if _root not in sys.path:
-        sys.path.insert(0, _root)
+if not __package__:  # loaded by path (`locust -f`): put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from locust import task
 from locust.user.wait_time import constant, constant_throughput
 
-from loadtests.common import ECHO_BYTES, RPC_RATE, WsUser, set_and_read_session_counter
+from loadtests.broadcast import set_and_read_session_counter
+from loadtests.hooks import install
+from loadtests.options import ECHO_BYTES, RPC_RATE
+from loadtests.user import WsUser
+
+install()
 
 __all__ = ["RpcUser"]
 
@@ -56,9 +57,7 @@ class RpcUser(WsUser):
     @task(8)
     def echo(self) -> None:
         self._n += 1
-        payload = {"n": self._n, "filler": self._filler}
-        self.request("echo", payload,
-                     check=lambda r: None if r == payload else f"echo of #{payload['n']} came back as {r!r}")
+        self.call(self.workload.echo({"n": self._n, "filler": self._filler}))
 
     @task(2)
     def session_roundtrip(self) -> None:

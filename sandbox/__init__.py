@@ -19,8 +19,12 @@ Main entry points::
 
 See :mod:`sandbox.faults` for the fault values, :mod:`sandbox.profiles` for
 named profiles, :mod:`sandbox.cli` for ``wscore sandbox proxy|run``,
-:mod:`sandbox.runner` for ``run_scenario`` and :mod:`sandbox.ledger` /
-:mod:`sandbox.report` for what a run records and how it is judged.
+:mod:`sandbox.fault_proxy` / :mod:`sandbox.pumps` / :mod:`sandbox.stream_plan`
+for the proxy (its pure core last), :mod:`sandbox.runner` for
+``run_scenario``, :mod:`sandbox.workload` for what a run's clients do, and
+:mod:`sandbox.ledger` / :mod:`sandbox.report` for what a run records and how
+it is judged — by the guarantee policy of :mod:`sandbox.guarantees`, with the
+probe messages of :mod:`sandbox.probe` (both shared with ``loadtests/``).
 """
 
 from gevent import monkey

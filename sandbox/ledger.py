@@ -33,11 +33,13 @@ Classification of a missing delivery of message *m* (sender S, receiver R):
    anyone (the client dropped S's unacknowledged suffix, SPEC §3);
 3. otherwise **lost silently** — a breach of the resume guarantee.
 
-Also counted: duplicates (the same ``(sender, seq)`` delivered twice to one
-receiver, i.e. the handler ran more than once or a replay was not
-de-duplicated), out-of-order receipts (per sender per receiver, a ``seq``
-below one already received), corrupted receipts (digest mismatch, unknown
-``(sender, seq)``, unparseable text), and RPC outcomes.
+Also counted: duplicates and out-of-order receipts as
+:class:`sandbox.probe.OrderCheck` tells them (``REPEAT``: the same
+``(sender, seq)`` twice at one receiver — the handler ran more than once or a
+replay was not de-duplicated; ``REORDER``: a ``seq`` arriving after a later
+one of its sender), corrupted receipts (digest mismatch, unknown
+``(sender, seq)``, unparseable text), and RPC outcomes. Which of it breaks a
+guarantee is :mod:`sandbox.guarantees`' to say.
 """
 
 from __future__ import annotations
@@ -50,42 +52,27 @@ from typing import Any
 
 import attrs
 
+from sandbox.probe import Arrival, OrderCheck, Probe, parse_probe
+
 __all__ = [
-    "TEXT_PREFIX",
     "ChatSent",
     "Ledger",
     "LedgerSummary",
     "Percentiles",
-    "chat_text",
     "content_digest",
-    "parse_chat_text",
     "percentiles",
 ]
-
-#: Every ledger chat text starts with this; ``sbx/<sender>/<seq>/<filler>``.
-TEXT_PREFIX = "sbx/"
 
 #: How many example (sender, seq, receiver) triples a summary names per problem.
 _EXAMPLES = 10
 
 
-def chat_text(sender: int, seq: int, filler: str) -> str:
-    """The chat text for message ``seq`` of ``sender`` (``filler`` is free text)."""
-    return f"{TEXT_PREFIX}{sender}/{seq}/{filler}"
-
-
-def parse_chat_text(text: object) -> tuple[int, int] | None:
-    """``(sender, seq)`` of a ledger chat text, or None if ``text`` is not one."""
-    if not isinstance(text, str) or not text.startswith(TEXT_PREFIX):
+def _key(text: object) -> tuple[int, int, int] | None:
+    """``(sender, seq, prev)`` of a sandbox probe text (the sender token is a client index)."""
+    probe = parse_probe(text)
+    if probe is None or not probe.sender.isdigit():
         return None
-    parts = text[len(TEXT_PREFIX):].split("/", 2)
-    if len(parts) != 3:
-        return None
-    try:
-        sender, seq = int(parts[0]), int(parts[1])
-    except ValueError:
-        return None
-    return (sender, seq) if sender >= 0 and seq >= 1 else None
+    return int(probe.sender), probe.seq, probe.prev
 
 
 def content_digest(text: str) -> str:
@@ -132,6 +119,7 @@ class _Receipt:
     receiver: int
     sender: int
     seq: int
+    prev: int
     digest: str
     time: float
     epoch: int
@@ -274,12 +262,12 @@ class Ledger:
 
     def chat_received(self, receiver: int, text: object, *, time: float) -> None:
         """``receiver``'s ``chat.new_message`` callback got ``text``."""
-        key = parse_chat_text(text)
+        key = _key(text)
         if key is None:
             self._corrupted.append(f"client {receiver}: unparseable text {str(text)[:40]!r}")
             return
         assert isinstance(text, str)
-        sent = self._sent.get(key)
+        sent = self._sent.get(key[:2])
         digest = content_digest(text)
         if sent is None:
             self._corrupted.append(f"client {receiver}: unknown message {key[0]}/{key[1]}")
@@ -288,7 +276,7 @@ class Ledger:
             self._corrupted.append(f"client {receiver}: digest mismatch for {key[0]}/{key[1]}")
             return
         epoch = self._clients[receiver].losses
-        self._receipts.append(_Receipt(receiver, key[0], key[1], digest, time, epoch))
+        self._receipts.append(_Receipt(receiver, key[0], key[1], key[2], digest, time, epoch))
 
     # -- rpc --------------------------------------------------------------------------------
     def rpc_sent(self, client: int, rpc_id: int, *, time: float) -> None:
@@ -350,22 +338,22 @@ class Ledger:
         duplicate_examples: list[tuple[int, int, int]] = []
         reorder_examples: list[tuple[int, int, int]] = []
         out_of_order = 0
-        high: dict[tuple[int, int], int] = {}
+        # Every client joined before anyone sent: each sender's stream starts at 1.
+        checks: dict[int, OrderCheck] = defaultdict(lambda: OrderCheck(from_start=True))
         for rec in self._receipts:
             key = (rec.receiver, rec.sender, rec.seq)
             copies[key] += 1
-            if copies[key] > 1:
+            arrival = checks[rec.receiver].observe(Probe(str(rec.sender), rec.seq, rec.prev, 0))
+            if arrival is Arrival.REPEAT:
                 if len(duplicate_examples) < _EXAMPLES:
                     duplicate_examples.append((rec.sender, rec.seq, rec.receiver))
                 continue
             first[key] = rec
-            pair = (rec.receiver, rec.sender)
-            by_pair[pair].append(rec)
-            if rec.seq < high.get(pair, 0):
+            by_pair[(rec.receiver, rec.sender)].append(rec)
+            if arrival is Arrival.REORDER:
                 out_of_order += 1
                 if len(reorder_examples) < _EXAMPLES:
                     reorder_examples.append((rec.sender, rec.seq, rec.receiver))
-            high[pair] = max(high.get(pair, 0), rec.seq)
         duplicated = sum(n - 1 for n in copies.values())
         # Receipts by a receiver that is not in the sender's room are corrupted deliveries.
         corrupted = list(self._corrupted)

@@ -2,12 +2,15 @@
 
 Verdict policy (exit code 1 when it fails, 0 when it passes):
 
-* **Always a breach**: a delivery lost *silently* (not explained by a session
-  loss the client reported), a duplicate, an out-of-order delivery, a
-  corrupted delivery, an RPC answered twice, with a wrong reply, or never
-  answered and never failed; a gap in the server's numbered stream seen by a
-  client; the app process dying during the run; the drain not finishing (the
-  network was healed, yet not everything arrived in time).
+* **Always a breach**: every breach of the delivery-guarantee policy
+  (:mod:`sandbox.guarantees`, shared with the load tests) — a delivery lost
+  *silently* (not explained by a session loss the client reported), a
+  duplicate, an out-of-order or corrupted delivery, a gap or a re-sent frame
+  in the server's numbered stream, a request answered twice (seen, or
+  inferred from ``unmatched_replies`` beyond the requests that gave up), with
+  a wrong reply, or never answered and never failed — and, for a run: a
+  client stopped for good, the app process dying during the run, the drain
+  not finishing (the network was healed, yet not everything arrived in time).
 * **Session losses** (the server refused a resume with 1006 and the client
   reported it) are honest — nothing was skipped silently — but they mean the
   session did not survive. Whether that is a failure depends on what the run
@@ -26,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from sandbox.guarantees import Evidence, breaches
 from sandbox.ledger import LedgerSummary, Percentiles
 
 __all__ = ["FaultSummary", "Report", "RunInfo", "Verdict", "judge"]
@@ -57,6 +61,7 @@ class RunInfo:
     #: Clients that stopped for good by themselves before the end, by close reason.
     clients_stopped: Mapping[str, int] = attrs.field(factory=dict)
     app_log: str | None = None  # the app's output (warnings and up), if it wrote any
+    drain_problem: str | None = None  # why the drain did not finish, in one line
 
 
 @attrs.frozen(kw_only=True)
@@ -85,54 +90,56 @@ class Verdict:
 
 def judge(ledger: LedgerSummary, run: RunInfo) -> Verdict:
     """Apply the module's verdict policy."""
-    breaches: list[str] = []
     notes: list[str] = []
 
     def named(examples: Sequence[tuple[int, int, int]]) -> str:
         shown = ", ".join(f"{s}/{q}→{r}" for s, q, r in examples[:5])
         return f" (sender/seq→receiver: {shown})" if shown else ""
 
-    if ledger.lost_silently:
-        breaches.append(f"{ledger.lost_silently} deliveries lost silently"
-                        f"{named(ledger.silent_loss_examples)}")
-    if ledger.duplicated:
-        breaches.append(f"{ledger.duplicated} duplicate deliveries; a frame ran up to "
-                        f"{ledger.max_handler_runs_per_frame} times{named(ledger.duplicate_examples)}")
-    if ledger.out_of_order:
-        breaches.append(f"{ledger.out_of_order} deliveries out of order"
-                        f"{named(ledger.reorder_examples)}")
-    if ledger.corrupted:
-        shown = "; ".join(ledger.corrupted_examples[:3])
-        breaches.append(f"{ledger.corrupted} corrupted or misrouted deliveries ({shown})")
-    if ledger.rpc_duplicate_replies:
-        breaches.append(f"{ledger.rpc_duplicate_replies} RPC replies duplicated")
-    if ledger.rpc_wrong_reply:
-        breaches.append(f"{ledger.rpc_wrong_reply} RPCs got a reply that is not theirs")
-    if ledger.rpc_unanswered:
-        breaches.append(f"{ledger.rpc_unanswered} RPCs never answered and never failed")
-    unmatched = run.client_counters.get("unmatched_replies", 0)
-    if unmatched:
-        # A second reply to one request (its handler ran twice) or a reply that came
-        # after the request gave up: either way a guarantee did not hold.
-        breaches.append(f"clients got {unmatched} replies no request was waiting for "
-                        "(duplicated or late)")
-    gaps = run.client_counters.get("gaps", 0)
-    if gaps:
-        breaches.append(f"clients saw {gaps} gaps in the server's numbered stream")
+    counters = run.client_counters
+    evidence = Evidence(
+        lost=ledger.lost_silently, duplicated=ledger.duplicated, reordered=ledger.out_of_order,
+        corrupted=ledger.corrupted, stream_gaps=counters.get("gaps", 0),
+        stream_duplicates=counters.get("duplicates_dropped", 0),
+        stray_replies=ledger.rpc_duplicate_replies + counters.get("stray_replies", 0),
+        wrong_replies=ledger.rpc_wrong_reply, unanswered=ledger.rpc_unanswered)
+    detail = {
+        "lost": f"{ledger.lost_silently} deliveries lost silently"
+                f"{named(ledger.silent_loss_examples)}",
+        "duplicated": f"{ledger.duplicated} duplicate deliveries; a frame ran up to "
+                      f"{ledger.max_handler_runs_per_frame} times"
+                      f"{named(ledger.duplicate_examples)}",
+        "reordered": f"{ledger.out_of_order} deliveries out of order"
+                     f"{named(ledger.reorder_examples)}",
+        "corrupted": f"{ledger.corrupted} corrupted or misrouted deliveries "
+                     f"({'; '.join(ledger.corrupted_examples[:3])})",
+        "stream_gaps": f"clients saw {evidence.stream_gaps} gaps in the server's numbered stream",
+        "stream_duplicates": f"the server sent {evidence.stream_duplicates} frames again that "
+                             "clients already had (dropped by the clients; a resume replays only "
+                             "what follows last_seq)",
+        "stray_replies": f"{evidence.stray_replies} replies no request accounts for (requests "
+                         f"answered twice; {counters.get('unmatched_replies', 0)} unmatched "
+                         f"replies, {counters.get('requests_given_up', 0)} requests gave up)",
+        "wrong_replies": f"{ledger.rpc_wrong_reply} RPCs got a reply that is not theirs",
+        "unanswered": f"{ledger.rpc_unanswered} RPCs never answered and never failed",
+    }
+    breaches_found = [detail[name] for name in breaches(evidence)]
     if run.clients_stopped:
-        breaches.append(f"{sum(run.clients_stopped.values())} clients stopped for good before "
+        breaches_found.append(f"{sum(run.clients_stopped.values())} clients stopped for good before "
                         "the end: " + "; ".join(f"{reason} ×{n}"
                                                  for reason, n in run.clients_stopped.items()))
     if run.app_exit_code is not None:
-        breaches.append(f"the app process died during the run (exit code {run.app_exit_code})")
+        breaches_found.append(
+            f"the app process died during the run (exit code {run.app_exit_code})")
     if not run.drained:
-        breaches.append(f"not drained: the network was healed but the traffic did not settle "
-                        f"within {run.drain_seconds:.1f} s")
+        breaches_found.append(f"not drained: the network was healed but the traffic did not "
+                              f"settle within {run.drain_seconds:.1f} s"
+                              + (f": {run.drain_problem}" if run.drain_problem else ""))
 
     lost_with = ledger.lost_with_session_loss
     if run.expect_session_loss:
         if ledger.sessions_lost == 0:
-            breaches.append("expected sessions to be lost (outage longer than session_ttl) "
+            breaches_found.append("expected sessions to be lost (outage longer than session_ttl) "
                             "but none was reported lost")
         else:
             notes.append(f"{ledger.sessions_lost} sessions lost as expected, reported to "
@@ -141,7 +148,7 @@ def judge(ledger: LedgerSummary, run: RunInfo) -> Verdict:
                          if not ledger.lost_silently else
                          f"{ledger.sessions_lost} sessions lost as expected")
     elif ledger.sessions_lost:
-        breaches.append(
+        breaches_found.append(
             f"{ledger.sessions_lost} sessions lost on {ledger.clients_with_session_loss} clients "
             f"(resume refused, 1006): {ledger.lost_with_receiver_session_loss} deliveries lost with "
             f"the receivers' sessions, {ledger.lost_with_sender_session_loss} with the senders'; "
@@ -155,7 +162,7 @@ def judge(ledger: LedgerSummary, run: RunInfo) -> Verdict:
                      "not sent, not counted")
     if ledger.unrecovered_disconnects:
         notes.append(f"{ledger.unrecovered_disconnects} clients were disconnected at the end")
-    return Verdict(not breaches, tuple(breaches), tuple(notes))
+    return Verdict(not breaches_found, tuple(breaches_found), tuple(notes))
 
 
 @attrs.frozen(kw_only=True)

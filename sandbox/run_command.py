@@ -15,44 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from typing import Any
 
+from sandbox.argtypes import fraction, positive_float, positive_int
 from sandbox.profiles import profile_names
 
 __all__ = ["register_run_command"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
 
 
 def register_run_command(subparsers: Any) -> None:
@@ -66,22 +36,22 @@ def register_run_command(subparsers: Any) -> None:
                    help="the WsServer to test, e.g. examples.chat_fast.app:server")
     p.add_argument("--profile", required=True, choices=profile_names(), metavar="NAME",
                    help=f"network profile: {', '.join(profile_names())}")
-    p.add_argument("--clients", type=_positive_int, default=10, metavar="N")
-    p.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
+    p.add_argument("--clients", type=positive_int, default=10, metavar="N")
+    p.add_argument("--duration", type=positive_float, default=10.0, metavar="S",
                    help="seconds of sending (default 10)")
     p.add_argument("--seed", type=int, default=0, metavar="K")
-    p.add_argument("--rooms", type=_positive_int, metavar="R",
+    p.add_argument("--rooms", type=positive_int, metavar="R",
                    help="rooms (default clients // 5, at least 1)")
-    p.add_argument("--rate", type=_positive_float, default=2.0, metavar="MSGS_PER_S",
+    p.add_argument("--rate", type=positive_float, default=2.0, metavar="MSGS_PER_S",
                    help="messages per second per client (default 2)")
-    p.add_argument("--rpc-ratio", type=_ratio, default=0.2, metavar="X",
+    p.add_argument("--rpc-ratio", type=fraction, default=0.2, metavar="X",
                    help="share of messages that are echo RPCs (default 0.2)")
     p.add_argument("--expect-session-loss", action=argparse.BooleanOptionalAction, default=None,
                    help="pass only if sessions are lost, all losses reported "
                         "(default: on for ttl-exceeded only)")
-    p.add_argument("--drain-timeout", type=_positive_float, metavar="S",
+    p.add_argument("--drain-timeout", type=positive_float, metavar="S",
                    help="max seconds to settle after the network is healed")
-    p.add_argument("--reset-every", type=_positive_float, metavar="S",
+    p.add_argument("--reset-every", type=positive_float, metavar="S",
                    help="mean seconds between resets for flaky-mobile/chaos (default 10)")
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--fault-log", metavar="PATH", help="append fault records as JSON lines")

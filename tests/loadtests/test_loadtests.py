@@ -30,6 +30,8 @@ from locust.util.load_locustfile import load_locustfile
 from wshelpers import wait_for
 
 import sandbox
+from loadtests.broadcast import BroadcastProbe
+from loadtests.counters import WsCounters, counters_of
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = ROOT / "loadtests"
@@ -91,14 +93,13 @@ _loaded: dict[str, dict[str, type[User]]] = {}
 def scenario(name: str) -> dict[str, type[User]]:
     """The User classes of ``loadtests/<name>.py``, loaded as ``locust -f`` does, once."""
     if name not in _loaded:
-        # Loading a file twice would register its event listeners twice.
+        # Loading a file twice would register its own event listeners twice.
         _loaded[name], _ = load_locustfile(str(LOADTESTS / f"{name}.py"))
     return _loaded[name]
 
 
-def counters(env: Environment) -> Any:
-    common = sys.modules["loadtests.common"]
-    return common.counters_of(env)
+def counters(env: Environment) -> WsCounters:
+    return counters_of(env)
 
 
 #: Counters of each run just before its users were stopped (stopping kills requests in flight).
@@ -145,6 +146,7 @@ def assert_clean(env: Environment) -> None:
     # No request timed out (no failure), so an unmatched reply would be a handler run twice.
     # Counted before the quit: a user killed mid-request leaves a reply nobody waits for.
     assert before_quit[env]["unmatched_replies"] == 0, before_quit[env]
+    assert c["stray_replies"] == 0, c.summary()
     assert env.process_exit_code in (None, 0)
 
 
@@ -205,7 +207,7 @@ def test_proxy_storm_cuts_everyone_and_everyone_resumes(chat_server: ChatServer)
 
 
 def test_plain_locust_command_runs_headless(chat_server: ChatServer, tmp_path: Path) -> None:
-    # The documented command line, from another directory: the file must find loadtests.common.
+    # The documented command line, from another directory: the file must find its package.
     out = tmp_path / "rpc"
     proc = subprocess.run(
         [str(BIN / "locust"), "-f", str(LOADTESTS / "rpc.py"), "--host", chat_server.url,
@@ -218,12 +220,42 @@ def test_plain_locust_command_runs_headless(chat_server: ChatServer, tmp_path: P
     assert sum(s["num_failures"] for s in stats.values()) == 0
 
 
-def test_broken_guarantee_sets_exit_code_1() -> None:
+@pytest.mark.parametrize("counter", ["gaps", "duplicates_dropped", "stray_replies",
+                                     "broadcast_gaps", "broadcast_duplicates",
+                                     "broadcast_reordered"])
+def test_broken_guarantee_sets_exit_code_1(counter: str) -> None:
     scenario("rpc")
     env = Environment(user_classes=[], events=locust.events)
-    counters(env).add("gaps")
+    counters(env).add(counter)
     fire(env.events.quitting, environment=env, reverse=True)
     assert env.process_exit_code == 1
+
+
+def test_late_replies_are_not_a_broken_guarantee() -> None:
+    # Requests that gave up may get their replies late: unmatched, but no breach.
+    scenario("rpc")
+    env = Environment(user_classes=[], events=locust.events)
+    counters(env).add("unmatched_replies", 3)
+    counters(env).add("requests_given_up", 3)
+    fire(env.events.quitting, environment=env, reverse=True)
+    assert env.process_exit_code in (None, 0)
+
+
+def test_importing_the_support_modules_registers_no_listener() -> None:
+    code = (
+        "import locust\n"
+        "hooks = [h for h in vars(locust.events).values() if hasattr(h, '_handlers')]\n"
+        "before = sum(len(h._handlers) for h in hooks)\n"
+        "import loadtests.user, loadtests.counters, loadtests.options, loadtests.hooks\n"
+        "import loadtests.pacing, loadtests.broadcast\n"
+        "assert sum(len(h._handlers) for h in hooks) == before, 'a listener was registered'\n"
+        "loadtests.hooks.install(); n = sum(len(h._handlers) for h in hooks)\n"
+        "loadtests.hooks.install()\n"
+        "assert n > before and sum(len(h._handlers) for h in hooks) == n, 'install not idempotent'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_options_are_validated() -> None:
@@ -242,7 +274,7 @@ class _FakeUser:
     """What BroadcastProbe uses of a WsUser: its counters and record()."""
 
     def __init__(self) -> None:
-        self.counters = sys.modules["loadtests.common"].WsCounters()
+        self.counters = WsCounters()
         self.failures: list[str] = []
 
     def record(self, request_type: str, name: str, response_time_ms: float, response_length: int = 0,
@@ -252,11 +284,9 @@ class _FakeUser:
 
 
 def test_broadcast_probe_tells_refusals_from_gaps_and_repeats() -> None:
-    scenario("rpc")
-    common = sys.modules["loadtests.common"]
     sender_user, receiver = _FakeUser(), _FakeUser()
-    sender = common.BroadcastProbe(sender_user, "chat.new_message")
-    probe = common.BroadcastProbe(receiver, "chat.new_message")
+    sender = BroadcastProbe(sender_user, "chat.new_message")
+    probe = BroadcastProbe(receiver, "chat.new_message")
     texts = [sender.next_text() for _ in range(2)]          # #1, #2 broadcast
     sender.next_text()
     sender.refused()                                        # #3 refused: never broadcast

@@ -8,15 +8,14 @@ from typing import Any
 import attrs
 import pytest
 
-from sandbox.ledger import (
-    Ledger,
-    LedgerSummary,
-    chat_text,
-    content_digest,
-    parse_chat_text,
-    percentiles,
-)
+from sandbox.ledger import Ledger, LedgerSummary, content_digest, percentiles
+from sandbox.probe import Probe
 from sandbox.report import FaultSummary, Report, RunInfo, judge
+
+
+def chat_text(sender: int, seq: int, filler: str) -> str:
+    """The probe text the runner sends as message ``seq`` of client ``sender``."""
+    return Probe(str(sender), seq, seq - 1, 1_700_000_000_000_000_000, filler).text()
 
 
 def room_of_three() -> Ledger:
@@ -50,16 +49,17 @@ def run_info(**overrides: Any) -> RunInfo:
 
 # -- texts -------------------------------------------------------------------------------------
 
-def test_chat_text_round_trip() -> None:
+def test_content_digest_tells_texts_apart() -> None:
     text = chat_text(12, 345, "any / filler")
-    assert parse_chat_text(text) == (12, 345)
     assert content_digest(text) == content_digest(text) != content_digest(text + "x")
 
 
-@pytest.mark.parametrize("text", [None, 5, "", "hello", "sbx/", "sbx/1", "sbx/a/1/x",
-                                  "sbx/1/0/x", "sbx/-1/2/x"])
-def test_parse_rejects_foreign_texts(text: object) -> None:
-    assert parse_chat_text(text) is None
+@pytest.mark.parametrize("text", [None, 5, "", "hello", "wsprobe1 ", "wsprobe1 x 1 0 5 f",
+                                  chat_text(1, 1, "f").replace("wsprobe1", "wsprobe2")])
+def test_foreign_texts_are_corrupted_receipts(text: object) -> None:
+    ledger = room_of_three()
+    ledger.chat_received(1, text, time=1.0)
+    assert ledger.summarize().corrupted == 1
 
 
 def test_percentiles_nearest_rank() -> None:
@@ -233,7 +233,7 @@ def test_rpc_outcomes() -> None:
     assert (s.rpc_failed, s.rpc_failed_session_lost, s.rpc_unanswered) == (2, 1, 1)
     assert s.rpc_failed_by_code == {"1006 SESSION_NOT_FOUND": 1, "1010 RATE_LIMIT_EXCEEDED": 1}
     breaches = " | ".join(judge(s, run_info()).breaches)
-    assert "1 RPC replies duplicated" in breaches
+    assert "1 replies no request accounts for" in breaches
     assert "1 RPCs got a reply that is not theirs" in breaches
     assert "1 RPCs never answered and never failed" in breaches
 
@@ -299,3 +299,19 @@ def test_report_text_and_json() -> None:
     assert data["faults"]["total"] == 2 and data["faults"]["log"] == [{"fault": "reset_peer"}]
     assert "log" not in report.to_dict(include_fault_log=False)["faults"]
     assert set(data["ledger"]) >= {a.name for a in attrs.fields(LedgerSummary)}
+
+
+def test_unmatched_replies_breach_only_beyond_the_requests_that_gave_up() -> None:
+    s = room_of_three().summarize()
+    late = {"unmatched_replies": 2, "requests_given_up": 2, "stray_replies": 0}
+    assert judge(s, run_info(client_counters=late)).passed  # late replies to timed-out requests
+    twice = {"unmatched_replies": 3, "requests_given_up": 2, "stray_replies": 1}
+    verdict = judge(s, run_info(client_counters=twice))
+    assert not verdict.passed
+    assert any("1 replies no request accounts for" in b for b in verdict.breaches)
+
+
+def test_a_frame_the_server_sent_twice_is_a_breach_even_though_the_client_dropped_it() -> None:
+    verdict = judge(room_of_three().summarize(),
+                    run_info(client_counters={"duplicates_dropped": 1}))
+    assert [b for b in verdict.breaches if "frames again" in b]

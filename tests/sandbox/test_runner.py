@@ -60,6 +60,16 @@ def test_chaos_run_resumes_and_keeps_every_guarantee() -> None:
     assert report.ledger.recovery_seconds.count == report.ledger.resumes
 
 
+def test_same_seed_same_fired_faults() -> None:
+    def run() -> Report:
+        return sandbox.run_scenario(app=FAST_APP, profile="flaky-mobile", clients=4, duration=3,
+                                    seed=21, reset_every_seconds=1.0)
+
+    first, second = run(), run()
+    assert first.faults.counts.get("reset_peer", 0) >= 4
+    assert first.faults.digest == second.faults.digest, (first.faults.log, second.faults.log)
+
+
 def test_ttl_exceeded_reports_lost_sessions_and_passes() -> None:
     report = sandbox.run_scenario(app="sbx_apps:short_ttl", profile="ttl-exceeded", clients=4,
                                   duration=7, seed=5, partition_after_seconds=0.5,
@@ -132,3 +142,15 @@ def test_partition_longer_than_the_heartbeat_loses_nothing() -> None:
     assert report.passed, report.format_text()
     assert_guarantees_held(report)
     assert report.ledger.resumes >= 20 and report.ledger.sessions_lost == 0
+
+
+def test_an_app_without_the_workloads_events_is_a_one_line_exit_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: the drain's barrier retried the 1008 at once, spinning a core for the
+    # whole drain timeout, then said only "not drained".
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    assert cli.main(["run", "--app", "sbx_apps:no_echo", "--profile", "clean", "--clients", "2",
+                     "--duration", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "'echo'" in err and "1008 handlerNotFound" in err, err
