@@ -409,10 +409,6 @@ class ClientSession:
         actions: list[Action] = []
         if was_open:
             actions.append(Disconnected(closed))
-        # sys.auth requests belong to their link; requests belong to the session.
-        for cid in [c for c, kind in self._pending.items() if kind == "auth"]:
-            del self._pending[cid]
-            actions.append(RejectRequest(cid, closed))
         pre, self._pre_error = self._pre_error, None
         self.info = None
         if phase is Phase.CLOSING:
@@ -434,6 +430,11 @@ class ClientSession:
                     None, f"gave up after {self.failures} failed attempt(s): {reason}"))
         elif not self.options.reconnect:
             return actions + self._terminate(closed)
+        # The session goes on: its requests wait for the resume, but a sys.auth belongs
+        # to its link (the next connection authenticates anew).
+        for cid in [c for c, kind in self._pending.items() if kind == "auth"]:
+            del self._pending[cid]
+            actions.append(RejectRequest(cid, closed))
         self.phase = Phase.WAITING
         if code == CLOSE_SERVICE_RESTART:
             # The server restarts and keeps the session (SPEC §6): come back at once, spread
