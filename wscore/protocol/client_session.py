@@ -88,6 +88,7 @@ __all__ = [
     "SendFrame",
     "SessionInfo",
     "Terminal",
+    "expiry",
     "token_refresh_at",
 ]
 
