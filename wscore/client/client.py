@@ -72,6 +72,7 @@ __all__ = ["TERMINAL_CLOSE_CODES", "ClientStats", "SessionInfo", "TokenProvider"
 log = logging.getLogger("wscore.client")
 
 F = TypeVar("F", bound=Callable[..., object])
+_EV_ERROR = SysEvent.ERROR.value
 
 
 @attrs.frozen
@@ -515,8 +516,7 @@ class WsClient:
                 if link is not None:
                     link.queue_text(action.seq, action.text)
             elif isinstance(action, Deliver):
-                if action.event == SysEvent.ERROR.value and not self._dispatch.has_listeners(
-                        action.event):
+                if action.event == _EV_ERROR and not self._dispatch.has_listeners(action.event):
                     log.warning("server error: %s", WsError.from_payload(action.payload))
                 self._dispatch.event(action.event, action.payload)
             elif isinstance(action, ResolveRequest):

@@ -114,6 +114,11 @@ TERMINAL_CLOSE_CODES = frozenset(
 )
 
 _SELF_HEALING_HTTP = frozenset({408, 429})
+# Plain strings: comparing with an enum's .value costs a descriptor call per frame.
+_EV_CONNECTED = SysEvent.CONNECTED.value
+_EV_ERROR = SysEvent.ERROR.value
+_EV_ACK = SysEvent.ACK.value
+_EV_PONG = SysEvent.PONG.value
 
 
 class Phase(enum.Enum):
@@ -125,6 +130,10 @@ class Phase(enum.Enum):
     WAITING = "waiting"  # between attempts (a Reconnect was returned)
     CLOSING = "closing"  # close() sent a close frame on the open link
     CLOSED = "closed"  # terminal
+
+
+#: Phases in which frames of the current link are read.
+_READING = frozenset({Phase.CONNECTING, Phase.OPEN, Phase.CLOSING})
 
 
 class ConnectOutcome(enum.Enum):
@@ -313,7 +322,7 @@ class ClientSession:
         # outgoing stream (rules 1-2)
         self.last_out_seq = 0
         self.server_acked = 0
-        self._unacked: deque[tuple[int, str]] = deque()
+        self._unacked: deque[tuple[int, str, int]] = deque()  # (s, wire text, UTF-8 bytes)
         self._unacked_bytes = 0
         # incoming stream (rules 3-4)
         self.delivered = 0
@@ -449,13 +458,14 @@ class ClientSession:
     # -- incoming ---------------------------------------------------------------------------
     def receive(self, env: Envelope, now: float) -> list[Action]:
         """A text frame from the server, decoded (:func:`~wscore.protocol.envelope.decode_envelope`)."""
-        if self._aborted or self.phase not in (Phase.CONNECTING, Phase.OPEN, Phase.CLOSING):
+        phase = self.phase
+        if self._aborted or phase not in _READING:
             return []
         self.frames_received += 1
         seq = env.seq
         if seq is None:
             return self._unnumbered(env)
-        if self.phase is Phase.CONNECTING:
+        if phase is Phase.CONNECTING:
             return self._abort("numberedBeforeConnected", f"s={seq} before sys.connected")
         if seq <= self.delivered:
             self.duplicates_dropped += 1
@@ -483,7 +493,7 @@ class ClientSession:
                 self.unmatched_replies += 1  # the reply to a timed-out request, or a 2nd one
                 return []
             return [ResolveRequest(cid, env.payload)]  # type: ignore[arg-type]
-        if event == SysEvent.ERROR.value and cid is not None:
+        if event == _EV_ERROR and cid is not None:
             if self._pending.pop(cid, None) is None:  # type: ignore[arg-type]
                 self.unmatched_replies += 1
                 return []
@@ -492,17 +502,17 @@ class ClientSession:
 
     def _unnumbered(self, env: Envelope) -> list[Action]:
         event = env.event
-        if event == SysEvent.CONNECTED.value:
+        if event == _EV_CONNECTED:
             return self._on_connected(env.payload)
-        if event == SysEvent.ACK.value:
+        if event == _EV_ACK:
             p = env.payload
             s = p.get("s") if isinstance(p, dict) else None
             if isinstance(s, int) and not isinstance(s, bool):
                 self._on_server_ack(s)
             return []
-        if event == SysEvent.PONG.value:
+        if event == _EV_PONG:
             return []  # liveness only; the shell saw bytes arrive
-        if event == SysEvent.ERROR.value:
+        if event == _EV_ERROR:
             error = WsError.from_payload(env.payload)
             if self.phase is Phase.CONNECTING:
                 # 1003/1004 precede the terminal close; 1006 precedes a fresh sys.connected.
@@ -576,7 +586,7 @@ class ClientSession:
                                 last_seq=last_seq, heartbeat=float(heartbeat),
                                 expires_at=expires_at)
         actions.append(Opened(self.info, outcome, dropped_frames=dropped, server_behind=behind))
-        actions.extend(SendFrame(wire, s) for s, wire in self._unacked if s > resend_after)
+        actions.extend(SendFrame(wire, s) for s, wire, _ in self._unacked if s > resend_after)
         return actions
 
     def _reset_streams(self) -> None:
@@ -597,8 +607,7 @@ class ClientSession:
         self.server_acked = seq
         buf = self._unacked
         while buf and buf[0][0] <= seq:
-            _, wire = buf.popleft()
-            self._unacked_bytes -= len(wire.encode("utf-8"))
+            self._unacked_bytes -= buf.popleft()[2]
 
     def tick(self, now: float) -> list[Action]:
         """Send the acknowledgement if it is due (rule 4). Call after each batch of frames
@@ -703,7 +712,7 @@ class ClientSession:
                 f"{self._unacked_bytes} + {size} bytes exceed "
                 f"max_unacked_bytes={opts.max_unacked_bytes}")
         self.last_out_seq = seq
-        self._unacked.append((seq, wire))
+        self._unacked.append((seq, wire, size))
         self._unacked_bytes += size
         return [SendFrame(wire, seq)] if self.phase is Phase.OPEN else []
 
