@@ -635,8 +635,7 @@ class WsClient:
                     raise ConnectionClosed(None, "connection lost (EOF)", by_peer=None)
                 link.last_rx = time.monotonic()
                 link.probe_sent = False
-                self._feed(link, data)
-                self._apply(self._session.tick(time.monotonic()), link)
+                self._feed(link, data)  # due acks go out at the top of the loop
         except ConnectionClosed as exc:
             raise _LinkEnded(exc.code, exc.reason) from exc
         except (OSError, PeerProtocolError, LinkDead) as exc:
