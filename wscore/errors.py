@@ -13,9 +13,9 @@ Split by *who is at fault* and *why*::
     │   └── MessageTooBig            a message over ``max_message_bytes`` (close 1009)
     ├── ConnectionClosed             the connection ended; ``code``/``reason`` from the close
     │                                frame, ``by_peer`` tells who started it (None: network)
-    ├── UsageError                   *we* (the calling program) misused the API
-    │   ├── ConfigError              an invalid configuration value (also a ValueError)
-    │   └── SendBufferFull           the client's bounded offline buffer is full
+    └── UsageError                   *we* (the calling program) misused the API
+        ├── ConfigError              an invalid configuration value (also a ValueError)
+        └── SendBufferFull           the client's bounded offline buffer is full
 
 No name shadows a builtin (``ConnectionError`` etc. stay Python's).
 """
