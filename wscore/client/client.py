@@ -512,13 +512,14 @@ class WsClient:
         link = link if link is not None else self._link
         delay: float | None = None
         for action in actions:
-            if isinstance(action, SendFrame):
-                if link is not None:
-                    link.queue_text(action.seq, action.text)
-            elif isinstance(action, Deliver):
+            # The per-frame cases first: a delivery, then a frame to write.
+            if isinstance(action, Deliver):
                 if action.event == _EV_ERROR and not self._dispatch.has_listeners(action.event):
                     log.warning("server error: %s", WsError.from_payload(action.payload))
                 self._dispatch.event(action.event, action.payload)
+            elif isinstance(action, SendFrame):
+                if link is not None:
+                    link.queue_text(action.seq, action.text)
             elif isinstance(action, ResolveRequest):
                 waiter = self._pending.get(action.cid)
                 if waiter is not None and not waiter.ready():
