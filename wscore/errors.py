@@ -4,17 +4,18 @@ Split by *who is at fault* and *why*::
 
     WsException                      base of everything wscore raises on purpose
     ├── WsError                      a contract error with an ErrorCode (SPEC §3 table):
-    │                                raised by handlers to refuse a request, delivered to
-    │                                clients as ``sys.error``, raised by ``WsClient.request``
+    │   │                            raised by handlers to refuse a request, delivered to
+    │   │                            clients as ``sys.error``, raised by ``WsClient.request``
+    │   └── SessionLost              code 1006: the client's session is gone; raised by the
+    │                                requests it left pending, passed to ``on_session_lost``
     ├── PeerProtocolError            the *peer* broke RFC 6455 framing; ``close_code`` says
     │   │                            how the connection must be closed (RFC 6455 §7.4.1)
     │   └── MessageTooBig            a message over ``max_message_bytes`` (close 1009)
     ├── ConnectionClosed             the connection ended; ``code``/``reason`` from the close
     │                                frame, ``by_peer`` tells who started it (None: network)
-    ├── UsageError                   *we* (the calling program) misused the API
-    │   ├── ConfigError              an invalid configuration value (also a ValueError)
-    │   └── SendBufferFull           the client's bounded offline buffer is full
-    └── SessionLost                  the server no longer has the session (code 1006)
+    └── UsageError                   *we* (the calling program) misused the API
+        ├── ConfigError              an invalid configuration value (also a ValueError)
+        └── SendBufferFull           the client's bounded offline buffer is full
 
 No name shadows a builtin (``ConnectionError`` etc. stay Python's).
 """
@@ -125,5 +126,14 @@ class SendBufferFull(UsageError):
     """The client's bounded buffer of unacknowledged frames is full; nothing was queued."""
 
 
-class SessionLost(WsException):
-    """The server answered a resume with 1006: the session and its undelivered frames are gone."""
+class SessionLost(WsError):
+    """The server answered a resume with 1006: the session and its undelivered frames are gone.
+
+    A :class:`WsError` whose ``code`` is always ``SESSION_NOT_FOUND`` (1006), so code
+    that catches ``WsError`` and checks ``.code == 1006`` keeps working. The client
+    raises it from every :meth:`~wscore.client.WsClient.request` pending when its
+    session was lost and passes it to the ``on_session_lost`` hooks.
+    """
+
+    def __init__(self, message: str = "", details: dict[str, Any] | None = None) -> None:
+        super().__init__(ErrorCode.SESSION_NOT_FOUND, message, details)

@@ -11,10 +11,15 @@
     print(client.request("room.join", {"roomId": "lobby"}))
     client.close()
 
-Modules: :mod:`~wscore.client.client` (the I/O layer and :class:`WsClient`),
-:mod:`~wscore.client.resume` (pure resume bookkeeping and backoff),
-:mod:`~wscore.client.config` (:class:`WsClientConfig`),
+Modules: :mod:`~wscore.client.client` (:class:`WsClient`, the facade, and its runner,
+which carries out the decisions of the pure :class:`wscore.protocol.ClientSession`),
+:mod:`~wscore.client.link` (socket I/O: connect, upgrade, writer),
+:mod:`~wscore.client.dispatch` (callbacks), :mod:`~wscore.client.token` (tokens and
+their in-band refresh), :mod:`~wscore.client.config` (:class:`WsClientConfig`),
 :mod:`~wscore.client.cli` (``python -m wscore.client URL``).
+
+Importing this package loads gevent and the protocol core, never the server,
+its actors or gevent-websocket.
 """
 
 from wscore.client.client import ClientStats, SessionInfo, WsClient

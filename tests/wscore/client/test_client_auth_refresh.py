@@ -27,8 +27,8 @@ from wscore import (
     WsServerConfig,
 )
 from wscore.client import ConnectionClosed, WsClient, WsClientConfig
-from wscore.client.resume import token_refresh_at
 from wscore.errors import ConfigError, UsageError
+from wscore.protocol.client_session import token_refresh_at
 
 LIFETIME = 1.5  # seconds a test token lives: the margin (30 s by default) is capped to half
 

@@ -19,7 +19,7 @@ import websocket
 import sandbox
 from wscore import AuthResult, ErrorCode, WsAuthenticator, WsError
 from wscore.client import ConnectionClosed, SendBufferFull, SessionInfo, WsClient
-from wscore.errors import UsageError
+from wscore.errors import SessionLost, UsageError
 
 MakeClient = Callable[..., WsClient]
 
@@ -323,9 +323,11 @@ def test_session_lost_1006_starts_clean(
         window.end()
         error = lost.wait(1, timeout=20)[0]
         assert isinstance(error, WsError) and error.code is ErrorCode.SESSION_NOT_FOUND
+        assert isinstance(error, SessionLost)
         with pytest.raises(WsError) as info:
             pending.get(timeout=10)
         assert info.value.code is ErrorCode.SESSION_NOT_FOUND
+        assert isinstance(info.value, SessionLost)  # a WsError 1006 that says what happened
         assert client.session_id not in (None, old_id)
         assert connects.wait(2)[-1].resumed is False  # on_session_lost ran before on_connect
         assert client.request("echo", 2) == 2  # numbering restarted at 1 on the new session
