@@ -9,6 +9,8 @@ import pytest
 import websocket
 from wshelpers import RawClient, wait_for
 
+from actors.messages import Stats
+from actors.router import FindRoom
 from wscore import WsContext, WsServer
 
 
@@ -130,6 +132,11 @@ def test_a_slow_consumer_within_the_buffer_resumes_losslessly(make_server: Any, 
         talker.send({"e": "shout", "p": {"i": i, "pad": "z" * 8192}})
     wait_for(lambda: server.stats()["connections"] == 1, what="the slow consumer to be cut")
     slow.cut()
+    # Resume once the room has handed every shout to the session, so that the
+    # replay holds all of them (live frames piling up behind a 10 MB replay would
+    # make the resumed connection a slow consumer too, with max_queued_frames=20).
+    room = server._router.ask(FindRoom("r"), timeout=5)
+    wait_for(lambda: room.ask(Stats(), timeout=5)["delivered"] == 1200, what="all shouts delivered")
     again = clients(f"{server.url}?session={sid}&last_seq=1")
     assert again.recv()["p"]["resumed"] is True
     got = [again.recv() for _ in range(1200)]
