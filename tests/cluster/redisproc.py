@@ -79,7 +79,7 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> bool:
         probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
-                            socket_connect_timeout=0.5, retry_on_timeout=False)
+                            socket_connect_timeout=0.5, )
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

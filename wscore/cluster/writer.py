@@ -23,6 +23,8 @@ Contracts:
   greenlet 1.8–3.4 s; the connection here has retries off. The writer greenlet
   reconnects on its own with exponential backoff (``reconnect_min_delay`` …
   ``reconnect_max_delay``) and reports each change through ``on_state(up)``.
+  An idle connection is checked every ``idle_check_interval`` seconds for
+  EOF (no round trip), so a Redis that went away is noticed while idle too.
 - **Scripts survive restarts.** Registered scripts are ``SCRIPT LOAD``-ed on
   every (re)connect before the writer reports up, so ``EVALSHA`` finds them; a
   ``NOSCRIPT`` reply (someone ran ``SCRIPT FLUSH``) makes the writer re-send
@@ -42,6 +44,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.select
 import redis
 import redis.exceptions
 from redis.backoff import NoBackoff
@@ -106,6 +109,7 @@ class RedisWriter:
         connect_timeout: float = 0.5,
         reconnect_min_delay: float = 0.05,
         reconnect_max_delay: float = 1.0,
+        idle_check_interval: float = 0.25,
         on_state: Callable[[bool], None] | None = None,
         name: str = "wscore-writer",
     ) -> None:
@@ -118,6 +122,7 @@ class RedisWriter:
         self.connect_timeout = connect_timeout
         self.reconnect_min_delay = reconnect_min_delay
         self.reconnect_max_delay = reconnect_max_delay
+        self.idle_check_interval = idle_check_interval
         self.on_state = on_state
         self.name = name
         self._scripts: dict[str, Script] = {}
@@ -223,13 +228,25 @@ class RedisWriter:
                 continue
             if not self._queue:
                 self._wake.clear()
-                self._wake.wait()
+                if not self._wake.wait(self.idle_check_interval) and self._peer_closed():
+                    self._lost(redis.exceptions.ConnectionError("Redis closed the idle connection"), [])
                 continue
             batch = self._take_batch()
             try:
                 self._send(batch)
             except CONNECTION_ERRORS as exc:
                 self._lost(exc, batch)
+
+    def _peer_closed(self) -> bool:
+        """True if the idle connection is readable: with nothing asked, that is EOF or an error."""
+        sock = getattr(self._conn, "_sock", None)
+        if sock is None:
+            return True
+        try:
+            readable, _, _ = gevent.select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def _take_batch(self) -> list[_Command]:
         queue = self._queue
