@@ -17,7 +17,7 @@ class Node:
     """One node's room machinery: its writer, publisher and subscriber, recording what it got."""
 
     def __init__(self, url: str, *, history: int = 1000, approximate_trim: bool = True,
-                 on_down: Callable[[], None] | None = None) -> None:
+                 on_down: Callable[[], None] | None = None, fill_batch: int = 1000) -> None:
         self.writer = RedisWriter(url, reconnect_min_delay=0.01, reconnect_max_delay=0.1)
         self.writer.start()
         self.publisher = RoomPublisher(self.writer, history=history, approximate_trim=approximate_trim)
@@ -28,7 +28,7 @@ class Node:
         self.subscriber = RoomSubscriber(
             url, self.publisher, on_message=lambda r, s, w: self.got.append((r, s, w)),
             on_gap=self.gaps.append, on_state=self._state, reconnect_min_delay=0.01,
-            reconnect_max_delay=0.1, fill_batch=7,  # small pages: the fill loops
+            reconnect_max_delay=0.1, fill_batch=fill_batch,
         )
         self.subscriber.start()
 
@@ -86,7 +86,7 @@ def test_subscribe_after_a_seq_replays_from_the_stream(nodes: Callable[..., Node
     publisher = nodes()
     for i in range(1, 6):
         assert publisher.publisher.publish("r", f"m{i}") == i
-    late = nodes().subscribed("r", after_seq=2)
+    late = nodes(fill_batch=2).subscribed("r", after_seq=2)
     assert late.got == [("r", 3, "m3"), ("r", 4, "m4"), ("r", 5, "m5")]
     publisher.publisher.publish("r", "m6")
     wait_for(lambda: len(late.got) == 4, what="the live message")
@@ -102,7 +102,8 @@ def test_messages_published_while_the_subscriber_is_away_are_filled(
     pub = nodes()
     # While the subscriber is down (its connection killed) 40 messages are published:
     # pub/sub drops them all; the resubscribe's sync must fetch them from the stream.
-    away = nodes(on_down=lambda: [pub.publisher.publish("lobby", f"away{i}") for i in range(40)])
+    away = nodes(on_down=lambda: [pub.publisher.publish("lobby", f"away{i}") for i in range(40)],
+                 fill_batch=7)  # small pages: the fill loops
     away.subscribed("lobby")
     for i in range(5):
         pub.publisher.publish("lobby", f"before{i}")
@@ -149,7 +150,7 @@ def test_kills_during_a_stream_of_publishes_lose_nothing(
 def test_a_gap_the_stream_cannot_fill_is_reported(nodes: Callable[..., Node],
                                                   redis_server: RedisServer) -> None:
     pub = nodes(history=10, approximate_trim=False)
-    sub = nodes(history=10, approximate_trim=False,
+    sub = nodes(history=10, approximate_trim=False, fill_batch=3,
                 on_down=lambda: [pub.publisher.publish("g", f"lost{i}") for i in range(50)])
     sub.subscribed("g")
     pub.publisher.publish("g", "first")

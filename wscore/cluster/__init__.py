@@ -13,3 +13,38 @@ not). Layering: this package may use gevent and redis-py, and
 
 Needs the optional extra: ``pip install 'wscore[redis]'``.
 """
+
+from wscore.cluster.errors import (
+    ClusterError,
+    Fenced,
+    RedisDataLost,
+    RedisUnavailable,
+    SequenceRefused,
+    SessionMissing,
+    WriterQueueFull,
+)
+from wscore.cluster.generation import Generation
+from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscriber
+from wscore.cluster.session_log import AppendResult, Claim, LogLimits, SessionLog, SessionRecord
+from wscore.cluster.writer import RedisWriter
+
+__all__ = [
+    "AppendResult",
+    "Claim",
+    "ClusterError",
+    "Fenced",
+    "Generation",
+    "LogLimits",
+    "RedisDataLost",
+    "RedisUnavailable",
+    "RedisWriter",
+    "RoomGap",
+    "RoomPublisher",
+    "RoomSubscriber",
+    "RoomsLayout",
+    "SequenceRefused",
+    "SessionLog",
+    "SessionMissing",
+    "SessionRecord",
+    "WriterQueueFull",
+]

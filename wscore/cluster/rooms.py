@@ -40,11 +40,19 @@ import redis
 
 from wscore.cluster import scripts
 from wscore.cluster.errors import RedisUnavailable
-from wscore.cluster.writer import CONNECTION_ERRORS, RedisWriter, open_connection, wait_result
+from wscore.cluster.writer import (
+    CONNECTION_ERRORS,
+    RedisConnection,
+    RedisWriter,
+    open_connection,
+    wait_result,
+)
 
 __all__ = ["RoomGap", "RoomPublisher", "RoomSubscriber", "RoomsLayout"]
 
 log = logging.getLogger("wscore.cluster.rooms")
+
+_READER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisUnavailable)
 
 #: After this seq nothing is ever published: "read only the room's current seq".
 _NOW = 2**62
@@ -187,7 +195,7 @@ class RoomSubscriber:
         self.fill_batch = fill_batch
         self.name = name
         self._rooms: dict[str, _Room] = {}  # by channel
-        self._conn: redis.Connection | None = None
+        self._conn: RedisConnection | None = None
         self._greenlet: gevent.Greenlet[Any, Any] | None = None
         self._stopped = gevent.event.Event()
         self._up = False
@@ -264,7 +272,7 @@ class RoomSubscriber:
             delay = self.reconnect_min_delay
             try:
                 self._read_loop()
-            except (*CONNECTION_ERRORS, RedisUnavailable) as exc:
+            except _READER_ERRORS as exc:
                 log.warning("room subscriber lost its connection: %s", exc)
             self._drop()
             if self._stopped.wait(self.reconnect_min_delay):
@@ -304,13 +312,14 @@ class RoomSubscriber:
                 unanswered_pings += 1
                 continue
             reply = conn.read_response()
+            unanswered_pings = 0  # whatever it read, the connection is alive
+            if not isinstance(reply, list):
+                continue  # "+PONG" when nothing is subscribed
             kind = _text(reply[0]).lower()
             if kind == "message":
                 self._on_published(_text(reply[1]), _text(reply[2]))
             elif kind == "subscribe":
                 self._on_subscribed(_text(reply[1]))
-            elif kind == "pong":
-                unanswered_pings = 0
 
     def _on_subscribed(self, channel: str) -> None:
         room = self._rooms.get(channel)
@@ -338,9 +347,15 @@ class RoomSubscriber:
             self._sync(room)
 
     def _sync(self, room: _Room) -> None:
-        """Read the stream after ``room.last`` and deliver it; report what it no longer holds."""
+        """Read the stream after ``room.last`` and deliver it; report what it no longer holds.
+
+        It reads up to the room's seq at its first read only: the subscription is
+        active, so everything published after that read is already on its way
+        through pub/sub (duplicates of what the stream gave are dropped there).
+        """
         self._stats["syncs"] += 1
         after = _NOW if room.last is None else room.last
+        target: int | None = None
         while True:
             current, epoch, entries = self.publisher.since(room.room_id, after, count=self.fill_batch)
             if self._rooms.get(self.layout.channel(room.room_id)) is not room:
@@ -351,19 +366,22 @@ class RoomSubscriber:
             if (room.epoch is not None and epoch != room.epoch) or current < room.last:
                 self._gap(room, room.last + 1, None, "the room's numbering was reset (its record was lost)")
                 room.last, room.epoch = 0, epoch or None
-                after = 0
+                after, target = 0, None
                 continue
             room.epoch = epoch or room.epoch
+            if target is None:
+                target = current
             for seq, wire in entries:
                 if seq > room.last + 1:
                     self._gap(room, room.last + 1, seq - 1, "no longer in the room's history")
                 room.last = seq
                 self._stats["filled"] += 1
                 self._deliver(room, seq, wire)
-            if current > room.last and len(entries) < self.fill_batch:
-                self._gap(room, room.last + 1, current, "no longer in the room's history")
-                room.last = current
-            if room.last >= current:
+            if room.last >= target:
+                return
+            if len(entries) < self.fill_batch:  # the stream ended short of the target
+                self._gap(room, room.last + 1, target, "no longer in the room's history")
+                room.last = target
                 return
             after = room.last
 

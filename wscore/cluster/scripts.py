@@ -151,7 +151,8 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local now = now_ms()
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
-local m = redis.call('HMGET', KEYS[2], 'owner', 'lease', 'last', 'acked', 'dropped', 'inbound', 'user', 'data')
+local m = redis.call('HMGET', KEYS[2], 'owner', 'lease', 'last', 'acked', 'dropped', 'inbound',
+  'user', 'data')
 redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'lease', now + tonumber(ARGV[3]))
 touch(ARGV[4])
 local has_user = 0

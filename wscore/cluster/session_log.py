@@ -163,10 +163,10 @@ def _mapped(raw: gevent.event.AsyncResult, convert: Callable[[Any], T]) -> geven
             except Exception as exc:
                 out.set_exception(exc)
             return
-        exc = done.exception
-        if isinstance(exc, redis.exceptions.ResponseError):
-            exc = _refusal_error(exc)
-        out.set_exception(exc if isinstance(exc, BaseException) else ClusterError(repr(exc)))
+        error = done.exception
+        if isinstance(error, redis.exceptions.ResponseError):
+            error = _refusal_error(error)
+        out.set_exception(error if isinstance(error, BaseException) else ClusterError(repr(error)))
 
     raw.rawlink(transfer)
     return out
@@ -398,8 +398,9 @@ class SessionLog:
         """Members of ``set_key`` whose session still exists; the dead ones are removed lazily."""
         ids = sorted(_text(x) for x in self._wait(self.writer.submit("SMEMBERS", set_key)))
         alive = [self.writer.submit("EXISTS", self.keys(sid)[1]) for sid in ids]
-        live, dead = [], []
-        for sid, future in zip(ids, alive):
+        live: list[str] = []
+        dead: list[str] = []
+        for sid, future in zip(ids, alive, strict=True):
             (live if self._wait(future) else dead).append(sid)
         if dead:
             self.writer.submit("SREM", set_key, *dead)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import gevent
 import gevent.event
@@ -53,7 +53,7 @@ from redis.retry import Retry
 from wscore.cluster.errors import RedisUnavailable, WriterQueueFull
 from wscore.cluster.scripts import Script
 
-__all__ = ["RedisWriter", "open_connection"]
+__all__ = ["RedisConnection", "RedisWriter", "open_connection", "wait_result"]
 
 log = logging.getLogger("wscore.cluster.writer")
 
@@ -65,17 +65,30 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class RedisConnection(Protocol):
+    """The part of ``redis.Connection`` this package uses (redis-py leaves it untyped)."""
+
+    def connect(self) -> None: ...
+    def disconnect(self) -> None: ...
+    def pack_commands(self, commands: Sequence[Sequence[Any]]) -> list[bytes]: ...
+    def send_packed_command(self, command: list[bytes], check_health: bool = ...) -> None: ...
+    def send_command(self, *args: Any, check_health: bool = ...) -> None: ...
+    def read_response(self) -> Any: ...
+    def can_read(self, timeout: float = ...) -> bool: ...
+
+
 def open_connection(
     url: str, *, socket_timeout: float, connect_timeout: float, name: str | None = None
-) -> redis.Connection:
+) -> RedisConnection:
     """A single redis-py connection to ``url`` with retries off and short timeouts (not yet connected)."""
     from redis.connection import parse_url
 
-    kwargs: dict[str, Any] = parse_url(url)
+    kwargs: dict[str, Any] = cast(Callable[[str], dict[str, Any]], parse_url)(url)
     kwargs.pop("connection_class", None)
     if kwargs.pop("path", None) is not None:
         raise ValueError(f"unix socket URLs are not supported here: {url}")
-    return redis.Connection(
+    make = cast(Callable[..., RedisConnection], redis.Connection)
+    return make(
         **kwargs,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
@@ -129,7 +142,7 @@ class RedisWriter:
         self._queue: collections.deque[_Command] = collections.deque()
         self._wake = gevent.event.Event()
         self._stopped = gevent.event.Event()
-        self._conn: redis.Connection | None = None
+        self._conn: RedisConnection | None = None
         self._greenlet: gevent.Greenlet[Any, Any] | None = None
         self._up = False
         # statistics (STYLE §6: a cheap stats())
