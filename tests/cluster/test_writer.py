@@ -56,6 +56,16 @@ def test_commands_of_one_loop_turn_share_one_round_trip(writer: RedisWriter,
     assert reads_processed(redis_server) - before >= 50
 
 
+def test_replies_match_their_commands_across_batches_in_flight(writer: RedisWriter) -> None:
+    futures = []
+    for i in range(10_000):
+        futures.append(writer.submit("INCR", "n"))
+        if i % 100 == 99:
+            gevent.sleep(0)  # a new batch while earlier ones are still unanswered
+    assert [f.get() for f in futures] == list(range(1, 10_001))
+    assert writer.stats()["batches"] >= 50
+
+
 def test_replies_and_errors_reach_the_right_caller(writer: RedisWriter) -> None:
     ok = writer.submit("SET", "k", "v")
     bad = writer.submit("INCR", "k")  # not an integer: this command's own error

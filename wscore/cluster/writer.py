@@ -131,6 +131,7 @@ class RedisWriter:
         *,
         max_queued: int = 100_000,
         max_batch: int = 2_000,
+        max_in_flight: int = 4,
         socket_timeout: float = 1.0,
         connect_timeout: float = 0.5,
         reconnect_min_delay: float = 0.05,
@@ -144,6 +145,7 @@ class RedisWriter:
         self.url = url
         self.max_queued = max_queued
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.reconnect_min_delay = reconnect_min_delay
@@ -153,6 +155,11 @@ class RedisWriter:
         self.name = name
         self._scripts: dict[str, Script] = {}
         self._queue: collections.deque[_Command] = collections.deque()
+        self._retry: collections.deque[_Command] = collections.deque()
+        self._in_flight: collections.deque[list[_Command]] = collections.deque()
+        self._reply_wake = gevent.event.Event()
+        self._reader: gevent.Greenlet[Any, Any] | None = None
+        self._reader_error: BaseException | None = None
         self._wake = gevent.event.Event()
         self._stopped = gevent.event.Event()
         self._conn: RedisConnection | None = None
@@ -212,6 +219,7 @@ class RedisWriter:
         return {
             "up": self._up,
             "queued": len(self._queue),
+            "in_flight_batches": len(self._in_flight),
             "batches": self._batches,
             "commands": self._commands,
             "largest_batch": self._largest_batch,
@@ -246,15 +254,22 @@ class RedisWriter:
         self._wake.set()
         return command.result
 
-    # -- the writer greenlet ------------------------------------------------------------------
+    # -- the writer greenlets ----------------------------------------------------------------
+    # The sender packs and sends batches; a reader greenlet (one per connection) reads the
+    # replies of the batches in flight, in order. Redis works on one batch while this
+    # process packs the next (at most ``max_in_flight`` batches sent and unanswered).
     def _run(self) -> None:
         while not self._stopped.is_set():
             if self._conn is None:
                 self._reconnect()
                 continue
-            if not self._queue:
+            if self._reader_error is not None:
+                self._lost(self._reader_error, [])
+                continue
+            if (not self._queue and not self._retry) or len(self._in_flight) >= self.max_in_flight:
                 self._wake.clear()
-                if not self._wake.wait(self.idle_check_interval) and self._peer_closed():
+                idle = not self._in_flight
+                if not self._wake.wait(self.idle_check_interval) and idle and self._peer_closed():
                     self._lost(redis.exceptions.ConnectionError("Redis closed the idle connection"), [])
                 continue
             batch = self._take_batch()
@@ -275,37 +290,54 @@ class RedisWriter:
         return bool(readable)
 
     def _take_batch(self) -> list[_Command]:
-        queue = self._queue
-        count = min(len(queue), self.max_batch)
-        return [queue.popleft() for _ in range(count)]
+        source = self._retry if self._retry else self._queue  # NOSCRIPT re-sends go first
+        count = min(len(source), self.max_batch)
+        return [source.popleft() for _ in range(count)]
 
     def _send(self, batch: list[_Command]) -> None:
         conn = self._conn
         assert conn is not None
         conn.send_packed_command(_pack(conn, batch), check_health=False)
+        self._in_flight.append(batch)
+        self._reply_wake.set()
         self._batches += 1
         self._commands += len(batch)
         self._largest_batch = max(self._largest_batch, len(batch))
-        lost_scripts: list[_Command] = []
-        for command in batch:
-            try:
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
-                if command.script is None:
-                    raise
-                lost_scripts.append(command)
-            except redis.exceptions.ResponseError as exc:
+
+    def _read_replies(self, conn: RedisConnection) -> None:
+        """The reader greenlet of one connection: resolve the in-flight batches' futures in order."""
+        try:
+            while True:
+                while not self._in_flight:
+                    self._reply_wake.clear()
+                    self._reply_wake.wait()
+                batch = self._in_flight[0]
+                for command in batch:  # exactly one reply per command sent, in order
+                    self._read_reply(conn, command)
+                self._in_flight.popleft()
+                self._wake.set()
+        except CONNECTION_ERRORS as exc:
+            if conn is self._conn:
+                self._reader_error = exc
+                self._wake.set()
+
+    def _read_reply(self, conn: RedisConnection, command: _Command) -> None:
+        try:
+            reply = conn.read_response()
+        except redis.exceptions.NoScriptError as exc:
+            if command.script is None:
                 command.result.set_exception(exc)
-            else:
-                command.result.set(reply)
-        if lost_scripts:
-            # Someone flushed the script cache: re-send these as EVAL, in their order,
-            # ahead of everything queued meanwhile.
-            log.warning("Redis lost %d script(s) (SCRIPT FLUSH?); re-sending as EVAL", len(lost_scripts))
-            for command in reversed(lost_scripts):
-                assert command.script is not None
-                command.args = ("EVAL", command.script.source, *command.args[2:])
-                self._queue.appendleft(command)
+                return
+            # Someone flushed the script cache: re-send as EVAL, in order, ahead of the queue.
+            log.warning("Redis lost script %s (SCRIPT FLUSH?); re-sending as EVAL", command.script.name)
+            retry = _Command(("EVAL", command.script.source, *command.args[2:]), command.script)
+            retry.result = command.result
+            self._retry.append(retry)
+            self._wake.set()
+        except redis.exceptions.ResponseError as exc:
+            command.result.set_exception(exc)
+        else:
+            command.result.set(reply)
 
     def _lost(self, exc: BaseException, batch: list[_Command]) -> None:
         log.warning("Redis connection to %s lost: %s", self.url, exc)
@@ -314,11 +346,17 @@ class RedisWriter:
         self._set_up(False)
 
     def _fail_all(self, error: RedisUnavailable, batch: list[_Command]) -> None:
-        pending = [c for c in batch if not c.result.ready()]
+        pending = list(batch)
+        for sent in self._in_flight:
+            pending.extend(sent)
+        pending.extend(self._retry)
         pending.extend(self._queue)
+        self._in_flight.clear()
+        self._retry.clear()
         self._queue.clear()
         for command in pending:
-            command.result.set_exception(error)
+            if not command.result.ready():
+                command.result.set_exception(error)
 
     def _reconnect(self) -> None:
         delay = self.reconnect_min_delay
@@ -358,9 +396,14 @@ class RedisWriter:
             conn.disconnect()
             raise
         self._conn = conn
+        self._reader_error = None
+        self._reader = gevent.spawn(self._read_replies, conn)
         self._connects += 1
 
     def _drop_connection(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=True, timeout=5)
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
