@@ -55,16 +55,16 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start (on a free port the first time, the same port after) and wait until it answers PING."""
+        restart = bool(self.port)
         for _attempt in range(5):
-            if not self.port:
+            if not restart:
                 self.port = free_port()
             self._spawn()
             if self._wait_ready(timeout):
                 return
-            if self.process is not None and self.process.poll() is not None:
-                self.port = 0 if not self.appendonly else self.port  # port taken meanwhile: try another
-                continue
-        raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
+            self.kill9()
+            # first start only: the free port may have been taken meanwhile, try another
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {self.log_tail()}")
 
     def _spawn(self) -> None:
         self.process = subprocess.Popen(

@@ -39,7 +39,7 @@ import gevent.event
 import redis
 
 from wscore.cluster import scripts
-from wscore.cluster.errors import RedisUnavailable
+from wscore.cluster.errors import ClusterError
 from wscore.cluster.writer import (
     CONNECTION_ERRORS,
     RedisConnection,
@@ -52,7 +52,9 @@ __all__ = ["RoomGap", "RoomPublisher", "RoomSubscriber", "RoomsLayout"]
 
 log = logging.getLogger("wscore.cluster.rooms")
 
-_READER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RedisUnavailable)
+#: What makes the reader drop its connection, reconnect and sync every room again
+#: (a fill that cannot run now — writer down or full — is retried that way).
+_READER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
 
 #: After this seq nothing is ever published: "read only the room's current seq".
 _NOW = 2**62

@@ -403,7 +403,10 @@ class SessionLog:
         for sid, future in zip(ids, alive, strict=True):
             (live if self._wait(future) else dead).append(sid)
         if dead:
-            self.writer.submit("SREM", set_key, *dead)
+            try:  # best effort: the next read sweeps again
+                self.writer.submit("SREM", set_key, *dead)
+            except ClusterError:
+                pass
         return live
 
     def room_members(self, room_id: str) -> list[str]:

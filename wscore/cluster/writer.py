@@ -5,9 +5,10 @@ queues a command and returns a gevent ``AsyncResult`` at once; the writer
 greenlet takes everything queued since it last looked (so all commands queued
 during one loop turn) and sends it as one pipeline; a reader greenlet reads the
 replies in order and resolves each caller's future, so Redis works on one
-batch while the next is packed (at most ``max_in_flight`` batches unanswered). Measured on this kind of machine, one
-un-pipelined redis-py command costs 117–178 µs of node CPU and a pipelined one
-about 10 µs; that is the whole reason for this module.
+batch while the next is packed (at most ``max_in_flight`` batches unanswered).
+Measured on this kind of machine, one un-pipelined redis-py command costs
+117–178 µs of node CPU and a pipelined one about 10 µs; that is the whole
+reason for this module.
 
 Contracts:
 
