@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 
 import gevent
@@ -192,3 +194,31 @@ def test_unsubscribe_stops_delivery(nodes: Callable[..., Node]) -> None:
     pub.publisher.publish("b", "b2")
     wait_for(lambda: len(sub.got) == 3, what="room b's second message")
     assert sub.got == [("a", 1, "a1"), ("b", 1, "b1"), ("b", 2, "b2")]
+
+
+def test_a_silent_connection_is_found_by_ping_and_resynced(redis_server: RedisServer) -> None:
+    pub_writer = RedisWriter(redis_server.url, reconnect_min_delay=0.01, reconnect_max_delay=0.05)
+    pub_writer.start()
+    publisher = RoomPublisher(pub_writer)
+    got: list[int] = []
+    states: list[bool] = []
+    sub = RoomSubscriber(redis_server.url, publisher, on_message=lambda r, s, w: got.append(s),
+                         on_gap=lambda gap: None, on_state=states.append, ping_interval=0.05,
+                         socket_timeout=0.2, reconnect_min_delay=0.01, reconnect_max_delay=0.05)
+    sub.start()
+    try:
+        sub.subscribe("q")
+        wait_for(lambda: sub.stats()["syncs"] == 1, what="the first sync")
+        publisher.publish("q", "1")
+        wait_for(lambda: got == [1], what="the first message")
+        os.kill(redis_server.pid, signal.SIGSTOP)  # the connection stays open but answers nothing
+        try:
+            wait_for(lambda: False in states, what="unanswered pings to drop the connection")
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
+        wait_for(lambda: pub_writer.up, what="the publisher's writer to be back")
+        publisher.publish("q", "2")
+        wait_for(lambda: got == [1, 2], what="delivery after the resync")
+    finally:
+        sub.stop()
+        pub_writer.stop()
