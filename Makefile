@@ -7,6 +7,14 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
+	@# the Redis-backed tests (tests/cluster) start their own redis-server: install Debian's when missing,
+	@# without starting the system service (a policy-rc.d that refuses, unless one is already there)
+	command -v redis-server >/dev/null || { \
+	  rc=/usr/sbin/policy-rc.d; own=0; \
+	  if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod +x $$rc && own=1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 --no-install-recommends redis-server; st=$$?; \
+	  if [ $$own = 1 ]; then rm -f $$rc; fi; exit $$st; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -1,0 +1,61 @@
+"""The Redis layer's exceptions, part of wscore's one tree (``wscore.errors``).
+
+Split by *why* the operation did not happen::
+
+    WsException
+    └── ClusterError                 base of everything wscore.cluster raises on purpose
+        ├── RedisUnavailable         the writer is down, or the connection broke while the
+        │                            command was in flight (its outcome is then unknown)
+        ├── WriterQueueFull          the writer's bounded queue is full: back off, never block
+        ├── Fenced                   the session's epoch moved on: another node owns it now,
+        │                            the caller must stop writing for it (STYLE §15)
+        ├── SequenceRefused          an append whose ``seq`` is not the log's last + 1
+        ├── SessionMissing           no such session in Redis (never made, ended, expired)
+        └── RedisDataLost            the deployment's generation key is gone or changed:
+                                     Redis restarted empty or was flushed (SPEC §6)
+
+A caller answering a client maps ``SessionMissing`` and ``RedisDataLost`` on a
+resume to 1006 (``sessionNotFound``), never to a replay with a gap.
+"""
+
+from __future__ import annotations
+
+from wscore.errors import WsException
+
+__all__ = [
+    "ClusterError",
+    "Fenced",
+    "RedisDataLost",
+    "RedisUnavailable",
+    "SequenceRefused",
+    "SessionMissing",
+    "WriterQueueFull",
+]
+
+
+class ClusterError(WsException):
+    """Base class of the Redis layer's deliberate exceptions."""
+
+
+class RedisUnavailable(ClusterError):
+    """Redis cannot be reached; a command that was in flight may or may not have run."""
+
+
+class WriterQueueFull(ClusterError):
+    """The writer holds ``max_queued`` commands already; the new one was not queued."""
+
+
+class Fenced(ClusterError):
+    """The epoch given is not the session's current one: another owner claimed it."""
+
+
+class SequenceRefused(ClusterError):
+    """An append's ``seq`` is not the log's last + 1 (a reused or skipped ``s``)."""
+
+
+class SessionMissing(ClusterError):
+    """The session has no record in Redis (never created, ended, or its TTL ran out)."""
+
+
+class RedisDataLost(ClusterError):
+    """Redis lost its data (restarted without persistence, or flushed) since this node started."""

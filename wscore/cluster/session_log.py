@@ -1,0 +1,418 @@
+"""A session's numbered outgoing log and its metadata, in Redis, fenced by epoch.
+
+The semantics are those of :class:`wscore.protocol.session.OutgoingStream` and
+:class:`~wscore.protocol.session.InboundTracker` (SPEC §3 "Resume"), kept in
+Redis so any node can resume the session (SPEC §6):
+
+- frames are numbered 1, 2, 3 …; :meth:`SessionLog.append` stores frame
+  ``seq`` only if it is the log's last + 1 (a reused or skipped ``s`` is
+  refused with :class:`SequenceRefused`);
+- the log holds the unacknowledged frames, at most ``max_buffered_messages``
+  and ``max_buffered_bytes`` (UTF-8 bytes of the frames); dropping an
+  unacknowledged frame for space remembers its seq, and a resume from before
+  it is impossible (1006), never a gap. A single frame larger than
+  ``max_buffered_bytes`` is dropped at once, so it ends resumability;
+- acknowledgements are cumulative; :meth:`replay_after` applies the same three
+  refusals as ``OutgoingStream.replay_after``, in the same order, and
+  acknowledges what the client says it has;
+- every write carries the caller's *epoch*. :meth:`claim` moves the epoch on
+  (forced takeover), so a paused or partitioned old owner's next write is
+  refused with :class:`Fenced` inside the same script (STYLE §15);
+- every write refreshes the TTL (``session_ttl``) of all the session's keys;
+  a session nobody writes for that long is gone (:class:`SessionMissing`).
+
+Each blocking method has a ``*_nowait`` form where throughput matters; all go
+through the node's one :class:`~wscore.cluster.writer.RedisWriter`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import gevent.event
+import redis.exceptions
+
+from wscore.cluster import scripts
+from wscore.cluster.errors import (
+    ClusterError,
+    Fenced,
+    RedisDataLost,
+    SequenceRefused,
+    SessionMissing,
+)
+from wscore.cluster.generation import Generation
+from wscore.cluster.writer import RedisWriter, wait_result
+from wscore.protocol.session import ResumeImpossible
+
+__all__ = ["AppendResult", "Claim", "LogLimits", "SessionLog", "SessionRecord"]
+
+T = TypeVar("T")
+
+_REFUSALS: dict[str, type[ClusterError]] = {
+    "WSFENCED": Fenced,
+    "WSMISSING": SessionMissing,
+    "WSDATALOST": RedisDataLost,
+    "WSSEQ": SequenceRefused,
+    "WSEXISTS": ClusterError,
+}
+
+
+@attrs.frozen(kw_only=True)
+class LogLimits:
+    """Bounds and lifetimes of a Redis-backed session (SPEC §4 names)."""
+
+    max_buffered_messages: int = 1000
+    max_buffered_bytes: int = 4 * 1024 * 1024
+    session_ttl: float = 300.0  # seconds a session lives without a write from its owner
+    lease_ttl: float = 30.0  # seconds an owner's lease runs without renew()
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_buffered_messages < 1 or self.max_buffered_bytes < 1:
+            raise ValueError("max_buffered_messages and max_buffered_bytes must be at least 1")
+        if self.session_ttl <= 0 or self.lease_ttl <= 0:
+            raise ValueError("session_ttl and lease_ttl must be positive")
+
+    @property
+    def session_ttl_ms(self) -> int:
+        return max(1, math.ceil(self.session_ttl * 1000))
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        return max(1, math.ceil(self.lease_ttl * 1000))
+
+
+@attrs.frozen(kw_only=True)
+class Claim:
+    """What a node learns when it takes a session (new or resumed)."""
+
+    session_id: str
+    epoch: int
+    previous_owner: str  # "" when nobody held it (new, or released)
+    previous_lease_live: bool  # the previous owner's lease had not run out: hand over to it
+    last_seq: int
+    acked: int
+    dropped_through: int
+    inbound: int  # highest client ``s`` processed
+    user_id: str | None
+    data: Any
+    rooms: dict[str, int]  # room id -> room seq last appended to this log (0: none yet)
+
+    @property
+    def resumable(self) -> bool:
+        """As ``OutgoingStream.resumable``: no unacknowledged frame was dropped after the last ack."""
+        return self.dropped_through <= self.acked
+
+
+@attrs.frozen(kw_only=True)
+class AppendResult:
+    buffered: int  # frames held after the append
+    dropped_through: int
+    acked: int
+
+    @property
+    def resumable(self) -> bool:
+        return self.dropped_through <= self.acked
+
+
+@attrs.frozen(kw_only=True)
+class SessionRecord:
+    """A read-only snapshot of a session's record (no epoch needed, nothing written)."""
+
+    session_id: str
+    epoch: int
+    owner: str
+    lease_until_ms: int
+    last_seq: int
+    acked: int
+    dropped_through: int
+    buffered: int
+    buffered_bytes: int
+    inbound: int
+    user_id: str | None
+    data: Any
+    rooms: dict[str, int]
+    ttl_ms: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, int]:
+    return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _refusal_error(exc: redis.exceptions.ResponseError) -> Exception:
+    code, message = scripts.refusal(str(exc))
+    kind = _REFUSALS.get(code)
+    return kind(message) if kind is not None else exc
+
+
+def _mapped(raw: gevent.event.AsyncResult, convert: Callable[[Any], T]) -> gevent.event.AsyncResult:
+    """A future of ``convert(reply)``; script refusals become their ClusterError."""
+    out: gevent.event.AsyncResult = gevent.event.AsyncResult()
+
+    def transfer(done: gevent.event.AsyncResult) -> None:
+        if done.successful():
+            try:
+                out.set(convert(done.value))
+            except Exception as exc:
+                out.set_exception(exc)
+            return
+        error = done.exception
+        if isinstance(error, redis.exceptions.ResponseError):
+            error = _refusal_error(error)
+        out.set_exception(error if isinstance(error, BaseException) else ClusterError(repr(error)))
+
+    raw.rawlink(transfer)
+    return out
+
+
+class SessionLog:
+    """The fenced per-session log and metadata; see the module docstring for the rules.
+
+    ``generation`` must be established (:meth:`Generation.establish`) before use.
+    ``timeout`` bounds each blocking call (:class:`RedisUnavailable` past it).
+    """
+
+    def __init__(
+        self,
+        writer: RedisWriter,
+        generation: Generation,
+        *,
+        limits: LogLimits | None = None,
+        prefix: str = "wscore",
+        timeout: float | None = 5.0,
+    ) -> None:
+        self.writer = writer
+        self.generation = generation
+        self.limits = limits or LogLimits()
+        self.prefix = prefix
+        self.timeout = timeout
+        writer.register(*scripts.ALL_SCRIPTS)
+
+    # -- key names (docs/scaling.md "Data model") --------------------------------------------
+    def keys(self, session_id: str) -> tuple[str, str, str, str]:
+        """(generation, meta hash, log list, rooms hash) of ``session_id``; the braces are a hash tag."""
+        base = f"{self.prefix}:s:{{{session_id}}}"
+        return self.generation.key, f"{base}:m", f"{base}:log", f"{base}:rooms"
+
+    def user_key(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}"
+
+    def members_key(self, room_id: str) -> str:
+        return f"{self.prefix}:r:{room_id}:members"
+
+    def _run(self, script: scripts.Script, session_id: str, *args: Any) -> gevent.event.AsyncResult:
+        return self.writer.submit_script(
+            script, self.keys(session_id), (self.generation.token, *args)
+        )
+
+    def _wait(self, result: gevent.event.AsyncResult) -> Any:
+        return wait_result(result, self.timeout)
+
+    # -- ownership ---------------------------------------------------------------------------
+    def create(
+        self, session_id: str, node_id: str, *, user_id: str | None = None, data: Any = None
+    ) -> Claim:
+        """Record a new session owned by ``node_id`` at epoch 1 (``ClusterError`` if it exists)."""
+        lim = self.limits
+        raw = self._run(
+            scripts.CREATE, session_id, session_id, node_id, lim.lease_ttl_ms, lim.session_ttl_ms,
+            "0" if user_id is None else "1", user_id or "", json.dumps(data), self.prefix,
+        )
+        self._wait(_mapped(raw, lambda reply: reply))
+        return Claim(
+            session_id=session_id, epoch=1, previous_owner="", previous_lease_live=False,
+            last_seq=0, acked=0, dropped_through=0, inbound=0, user_id=user_id, data=data, rooms={},
+        )
+
+    def claim(self, session_id: str, node_id: str) -> Claim:
+        """Take the session (forced): a new epoch, so the previous owner's writes are refused.
+
+        Raises :class:`SessionMissing` (ended or expired) or :class:`RedisDataLost`:
+        a resume then answers 1006.
+        """
+        lim = self.limits
+
+        def convert(r: list[Any]) -> Claim:
+            return Claim(
+                session_id=session_id, epoch=int(r[0]), previous_owner=_text(r[1]),
+                previous_lease_live=bool(r[2]), last_seq=int(r[3]), acked=int(r[4]),
+                dropped_through=int(r[5]), inbound=int(r[6]),
+                user_id=_text(r[8]) if int(r[7]) else None, data=json.loads(r[9]), rooms=_pairs(r[10]),
+            )
+
+        raw = self.writer.submit_script(
+            scripts.CLAIM, self.keys(session_id),
+            (self.generation.token, node_id, lim.lease_ttl_ms, lim.session_ttl_ms, self.prefix),
+        )
+        result: Claim = self._wait(_mapped(raw, convert))
+        return result
+
+    def renew(self, session_id: str, epoch: int) -> None:
+        """Extend the owner's lease and the session's TTL (the owner calls it while idle)."""
+        lim = self.limits
+        self._wait(_mapped(
+            self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms, lim.session_ttl_ms, self.prefix),
+            lambda r: r,
+        ))
+
+    def release(self, session_id: str, epoch: int) -> None:
+        """Give the session up cooperatively (detached; its TTL runs; the next claim finds no owner)."""
+        self._wait(_mapped(
+            self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms), lambda r: r
+        ))
+
+    def end(self, session_id: str, epoch: int) -> list[str]:
+        """End the session for good (SPEC §7): delete it, leave its rooms; returns the rooms left."""
+        left: list[str] = self._wait(_mapped(
+            self._run(scripts.END, session_id, epoch, self.prefix, session_id),
+            lambda r: sorted(_text(x) for x in r),
+        ))
+        return left
+
+    # -- the outgoing log --------------------------------------------------------------------
+    def append_nowait(
+        self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
+        room_seq: int = 0,
+    ) -> gevent.event.AsyncResult:
+        """Queue the store of frame ``seq``; the future gives an :class:`AppendResult`.
+
+        With ``room``, the session's cursor for that room moves to ``room_seq`` in
+        the same step (the room message numbered ``room_seq`` is now in this log).
+        Send the frame to the socket only after the future succeeded (SPEC §6).
+        """
+        lim = self.limits
+        raw = self._run(
+            scripts.APPEND, session_id, epoch, seq, wire, lim.max_buffered_messages,
+            lim.max_buffered_bytes, lim.session_ttl_ms, room or "", room_seq,
+        )
+        return _mapped(raw, lambda r: AppendResult(buffered=int(r[0]), dropped_through=int(r[1]),
+                                                   acked=int(r[2])))
+
+    def append(
+        self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
+        room_seq: int = 0,
+    ) -> AppendResult:
+        """:meth:`append_nowait` and wait (raises Fenced, SequenceRefused, SessionMissing …)."""
+        result: AppendResult = self._wait(
+            self.append_nowait(session_id, epoch, seq, wire, room=room, room_seq=room_seq)
+        )
+        return result
+
+    def ack(self, session_id: str, epoch: int, seq: int) -> int:
+        """Cumulative acknowledgement (capped at the last seq); returns the acked seq."""
+        acked: int = self._wait(_mapped(
+            self._run(scripts.ACK, session_id, epoch, seq, self.limits.session_ttl_ms), int
+        ))
+        return acked
+
+    def replay_after(self, session_id: str, epoch: int, last_seq: int) -> list[str]:
+        """The frames after ``last_seq``, in order, or :class:`ResumeImpossible`.
+
+        The same rules as ``OutgoingStream.replay_after``: a ``last_seq`` past
+        the stream, before a frame dropped for space, or before frames already
+        acknowledged and released makes the resume impossible; otherwise
+        ``last_seq`` is acknowledged and the rest returned. Fenced: the caller
+        has claimed the session first.
+        """
+
+        def convert(r: list[Any]) -> list[str]:
+            if not int(r[0]):
+                raise ResumeImpossible(_text(r[1]))
+            return [_text(w) for w in r[1]]
+
+        frames: list[str] = self._wait(_mapped(
+            self._run(scripts.REPLAY, session_id, epoch, last_seq, self.limits.session_ttl_ms), convert
+        ))
+        return frames
+
+    # -- metadata ----------------------------------------------------------------------------
+    def accept_inbound(self, session_id: str, epoch: int, s: int) -> bool:
+        """As ``InboundTracker.accept``: True (and recorded) if client frame ``s`` must run."""
+        fresh: bool = self._wait(_mapped(
+            self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s, self.limits.session_ttl_ms), bool
+        ))
+        return fresh
+
+    def set_data(self, session_id: str, epoch: int, data: Any) -> None:
+        """Store the session's ``data`` (any JSON value)."""
+        self._wait(_mapped(
+            self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data), self.limits.session_ttl_ms),
+            lambda r: r,
+        ))
+
+    def join_room(self, session_id: str, epoch: int, room_id: str, *, cursor: int = 0) -> bool:
+        """Make the session a member of ``room_id`` (on every node); False if it was one already.
+
+        ``cursor`` is the room seq the session's log is at for that room (the
+        room's current seq when it joins); a member's cursor is left as it is.
+        """
+        added: bool = self._wait(_mapped(
+            self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor, self.limits.session_ttl_ms,
+                      self.prefix, session_id),
+            bool,
+        ))
+        return added
+
+    def leave_room(self, session_id: str, epoch: int, room_id: str) -> bool:
+        """Remove the session from ``room_id``; False if it was not a member."""
+        removed: bool = self._wait(_mapped(
+            self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id, self.limits.session_ttl_ms,
+                      self.prefix, session_id),
+            bool,
+        ))
+        return removed
+
+    # -- reads (unfenced, write nothing) -----------------------------------------------------
+    def read(self, session_id: str) -> SessionRecord | None:
+        """A snapshot of the session's record, or None when Redis has no such session."""
+        _gen, meta, log, rooms = self.keys(session_id)
+        futures = [
+            self.writer.submit("HGETALL", meta),
+            self.writer.submit("LLEN", log),
+            self.writer.submit("HGETALL", rooms),
+            self.writer.submit("PTTL", meta),
+        ]
+        flat, buffered, room_flat, ttl = (self._wait(f) for f in futures)
+        if not flat:
+            return None
+        m = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        return SessionRecord(
+            session_id=session_id, epoch=int(m["epoch"]), owner=_text(m["owner"]),
+            lease_until_ms=int(m["lease"]), last_seq=int(m["last"]), acked=int(m["acked"]),
+            dropped_through=int(m["dropped"]), buffered=int(buffered), buffered_bytes=int(m["bytes"]),
+            inbound=int(m["inbound"]), user_id=_text(m["user"]) if "user" in m else None,
+            data=json.loads(m["data"]), rooms=_pairs(room_flat), ttl_ms=int(ttl),
+        )
+
+    def exists(self, session_id: str) -> bool:
+        return bool(self._wait(self.writer.submit("EXISTS", self.keys(session_id)[1])))
+
+    def _live(self, set_key: str) -> list[str]:
+        """Members of ``set_key`` whose session still exists; the dead ones are removed lazily."""
+        ids = sorted(_text(x) for x in self._wait(self.writer.submit("SMEMBERS", set_key)))
+        alive = [self.writer.submit("EXISTS", self.keys(sid)[1]) for sid in ids]
+        live: list[str] = []
+        dead: list[str] = []
+        for sid, future in zip(ids, alive, strict=True):
+            (live if self._wait(future) else dead).append(sid)
+        if dead:
+            try:  # best effort: the next read sweeps again
+                self.writer.submit("SREM", set_key, *dead)
+            except ClusterError:
+                pass
+        return live
+
+    def room_members(self, room_id: str) -> list[str]:
+        """Session ids in ``room_id`` on every node (sessions whose TTL ran out are left out)."""
+        return self._live(self.members_key(room_id))
+
+    def sessions_of_user(self, user_id: str) -> list[str]:
+        """Live session ids of ``user_id`` on every node (for ``send_to_user``)."""
+        return self._live(self.user_key(user_id))
