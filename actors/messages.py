@@ -26,7 +26,6 @@ __all__ = [
     "Deliver",
     "Detach",
     "EndSession",
-    "Expire",
     "Flush",
     "HandlerFinished",
     "JoinRoom",
@@ -46,7 +45,7 @@ __all__ = [
     "SessionOutbound",
     "Stats",
     "StopAll",
-    "TokenCheck",
+    "TimerFired",
     "Unparseable",
 ]
 
@@ -161,16 +160,10 @@ class LeftRoom:
 
 
 @attrs.frozen
-class Expire:
-    """The TTL timer of detachment number ``generation`` fired."""
+class TimerFired:
+    """A timer the session's protocol armed fired (``kind``: TTL or token expiry)."""
 
-    generation: int
-
-
-@attrs.frozen
-class TokenCheck:
-    """The token-expiry timer number ``generation`` fired."""
-
+    kind: str
     generation: int
 
 
