@@ -1,0 +1,69 @@
+"""Browser tests: a real WsServer (the chat example) on 127.0.0.1:0, the sandbox proxy in
+front of it, and headless Chromium driven by ``tests/browser/drive.mjs`` (playwright-core).
+
+Chromium is Debian's ``/usr/bin/chromium`` (``make chromium`` installs it) and the Node
+packages come from ``make js``; when either is missing the tests fail with that hint —
+they are skipped nowhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sandbox
+import wscore  # noqa: F401  (gevent-ready before anything else)
+from examples.chat.app import build_chat_server
+from sandbox.api import ProxyHandle
+from wscore import WsServer, WsServerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("WSCORE_CHROMIUM", "/usr/bin/chromium")
+
+TEST_PAGE = """<!doctype html><meta charset="utf-8"><title>wscore browser test</title>
+<script type="module">import * as W from "{origin}/wscore.js"; window.W = W;</script>"""
+
+
+def _require_tools() -> None:
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node")
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (run `make chromium`)")
+    if not (REPO / "clients/js/node_modules/playwright-core").is_dir():
+        missing.append("clients/js/node_modules (run `make js`)")
+    if missing:
+        pytest.fail("browser tests need " + ", ".join(missing))
+
+
+def _test_page_app(origin: Callable[[], str]) -> Any:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = TEST_PAGE.format(origin=origin()).encode()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+@pytest.fixture
+def chat_server() -> Iterator[WsServer]:
+    """The example chat app with a short heartbeat, serving the test page on every other path."""
+    _require_tools()
+    server = build_chat_server(WsServerConfig.dev(host="127.0.0.1", port=0, ping_interval=0.5,
+                                                  ping_timeout=2.0))
+    server.mount(_test_page_app(lambda: f"http://127.0.0.1:{server.port}"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def net(chat_server: WsServer) -> Iterator[ProxyHandle]:
+    """The sandbox proxy in front of the server, with its HTTP control API (the driver cuts through it)."""
+    with sandbox.proxy(("127.0.0.1", chat_server.port), control=True) as handle:
+        yield handle

@@ -1,0 +1,182 @@
+// Drives headless Chromium (Debian's /usr/bin/chromium, via playwright-core) through one
+// browser scenario against a running wscore server and sandbox proxy, started by pytest
+// (tests/browser/test_browser.py). Usage: node drive.mjs SCENARIO '{"http":…,"ws":…,"proxyWs":…,"control":…}'
+// Prints "RESULT <json>" for pytest to check; exits 1 with a one-line error on failure.
+// It only waits on conditions (page.waitForFunction), never for a fixed time.
+import { mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const { chromium } = createRequire(join(repo, "clients/js/package.json"))("playwright-core");
+
+export const CHROMIUM_ARGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+const WAIT = { timeout: 30000, polling: 50 };
+
+export async function launch() {
+  const profile = mkdtempSync(join(tmpdir(), "wscore-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.WSCORE_CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A test page of the server (mounted by the fixture) that imports the served client by its absolute URL. */
+export async function openPage(context, cfg, init = null) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  if (init) await page.addInitScript(init.fn, init.arg);
+  await page.goto(`${cfg.http}/t.html`);
+  await page.waitForFunction(() => window.W !== undefined, null, WAIT);
+  return page;
+}
+
+/** In the page: a WsClient that records what it receives and its hooks; connect, join `room` unless resumed. */
+async function setup(page, ws, room, options = {}) {
+  return page.evaluate(async ({ ws, room, options }) => {
+    const c = new window.W.WsClient(ws, { backoffBase: 50, backoffCap: 500, openTimeout: 1500, ...options });
+    const log = (window.log = { got: [], replayed: 0, hooks: [] });
+    c.on("chat.new_message", (p, meta) => {
+      log.got.push(p.text);
+      if (meta.replayed) log.replayed++;
+    });
+    c.onConnect((i) => log.hooks.push(["connect", i.resumed]));
+    c.onResume((i) => log.hooks.push(["resume", i.missed]));
+    c.onDisconnect((d) => log.hooks.push(["disconnect", d.code]));
+    c.onSessionLost((e) => log.hooks.push(["sessionLost", e.code]));
+    window.c = c;
+    const info = await c.connect();
+    if (!info.resumed) await c.request("room.join", { roomId: room });
+    return info;
+  }, { ws, room, options });
+}
+
+const says = (page, room, texts) =>
+  page.evaluate(({ room, texts }) => {
+    for (const text of texts) window.c.send("chat.message", { roomId: room, text });
+  }, { room, texts });
+
+const gotAtLeast = (page, n) => page.waitForFunction((n) => window.log.got.length >= n, n, WAIT);
+const range = (prefix, a, b) => Array.from({ length: b - a }, (_, i) => `${prefix}${a + i}`);
+const log = (page) => page.evaluate(() => ({ ...window.log, sessionId: window.c.sessionId, connected: window.c.connected }));
+
+async function control(cfg, action, body = {}) {
+  const r = await fetch(`${cfg.control}/actions/${action}`, { method: "POST", body: JSON.stringify(body) });
+  if (!r.ok) throw new Error(`proxy control ${action}: HTTP ${r.status}`);
+  return r.json();
+}
+
+const scenarios = {
+  /** Two pages chat; the proxy resets, then blackholes B's link; a request is made during the outage. */
+  async chat(context, cfg) {
+    const a = await openPage(context, cfg);
+    const b = await openPage(context, cfg);
+    const infoA = await setup(a, cfg.ws, "r1");
+    const infoB = await setup(b, cfg.proxyWs, "r1");
+    await says(a, "r1", range("m", 0, 30));
+    await gotAtLeast(b, 30);
+    await control(cfg, "cut");
+    await says(a, "r1", range("m", 30, 60));
+    await gotAtLeast(b, 60);
+    await control(cfg, "blackhole", { seconds: 3 });
+    await b.evaluate(() => {
+      window.reply = null;
+      window.c.request("echo", { during: "outage" }, { timeout: 20000 }).then((r) => (window.reply = r), (e) => (window.reply = { error: String(e) }));
+    });
+    await says(a, "r1", range("m", 60, 90));
+    await gotAtLeast(b, 90);
+    await b.waitForFunction(() => window.reply !== null, null, WAIT);
+    const reply = await b.evaluate(() => window.reply);
+    return { infoA, infoB, a: await log(a), b: await log(b), reply };
+  },
+
+  /** A reload resumes the tab's session: missed frames replayed once, an unacknowledged send re-sent once. */
+  async reload(context, cfg) {
+    const a = await openPage(context, cfg);
+    const b = await openPage(context, cfg);
+    await setup(a, cfg.ws, "r2");
+    const before = await setup(b, cfg.proxyWs, "r2");
+    await says(a, "r2", range("m", 0, 10));
+    await gotAtLeast(b, 10);
+    await control(cfg, "blackhole", { seconds: 2 });
+    await says(b, "r2", ["b-unacked"]); // held by the blackhole: not acknowledged before the reload
+    await says(a, "r2", range("m", 10, 20)); // B misses these while it reloads
+    await b.reload();
+    await b.waitForFunction(() => window.W !== undefined, null, WAIT);
+    const after = await setup(b, cfg.proxyWs, "r2");
+    await gotAtLeast(b, 10);
+    await a.waitForFunction(() => window.log.got.includes("b-unacked"), null, WAIT);
+    await says(b, "r2", ["b-after"]);
+    await a.waitForFunction(() => window.log.got.includes("b-after"), null, WAIT);
+    return { before, after, a: await log(a), b: await log(b) };
+  },
+
+  /** A duplicated tab (sessionStorage copied) opens its own session; the original keeps its own. */
+  async duplicate(context, cfg) {
+    const a = await openPage(context, cfg);
+    const b = await openPage(context, cfg);
+    await setup(a, cfg.ws, "r3");
+    const original = await setup(b, cfg.proxyWs, "r3");
+    const storage = await b.evaluate(() => JSON.stringify(Object.entries(sessionStorage)));
+    // What "Duplicate tab" does: a new tab whose sessionStorage is a copy of the original's.
+    const copy = await openPage(context, cfg, {
+      fn: (entries) => {
+        if (!sessionStorage.length) for (const [k, v] of JSON.parse(entries)) sessionStorage.setItem(k, v);
+      },
+      arg: storage,
+    });
+    const copied = await copy.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith("wscore:")).length);
+    const dup = await setup(copy, cfg.proxyWs, "r3");
+    await says(a, "r3", ["d1", "d2"]);
+    await gotAtLeast(b, 2);
+    await gotAtLeast(copy, 2);
+    await says(b, "r3", ["from-original"]);
+    await says(copy, "r3", ["from-copy"]);
+    await a.waitForFunction(() => window.log.got.length >= 2, null, WAIT);
+    return { original, dup, copied, a: await log(a), b: await log(b), copy: await log(copy) };
+  },
+
+  /** The browser and the Python WsClient (driven by pytest) in one room. */
+  async interop(context, cfg) {
+    const b = await openPage(context, cfg);
+    await setup(b, cfg.proxyWs, "r4");
+    await says(b, "r4", ["js-ready"]);
+    await gotAtLeast(b, 20); // py-0 … py-19 from the Python client
+    await says(b, "r4", range("js-", 0, 20));
+    await b.waitForFunction(() => window.log.got.includes("py-done"), null, WAIT);
+    return { b: await log(b) };
+  },
+};
+
+async function main() {
+  const [name, raw] = process.argv.slice(2);
+  const scenario = scenarios[name];
+  if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(", ")}`);
+  const browser = await launch();
+  try {
+    const result = await scenario(browser.context, JSON.parse(raw));
+    console.log("RESULT " + JSON.stringify(result));
+  } finally {
+    await browser.close();
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(`drive.mjs: ${e && e.message ? e.message.split("\n")[0] : e}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,83 @@
+"""The browser client in real headless Chromium, through the sandbox proxy (SPEC §9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent.event
+from browser_helpers import driver_config, finish_driver, run_driver, start_driver
+
+from sandbox.api import ProxyHandle
+from wscore import WsServer
+from wscore.client import WsClient, WsClientConfig
+
+
+def _texts(prefix: str, a: int, b: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(a, b)]
+
+
+def test_two_pages_chat_through_resets_and_a_blackhole(chat_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("chat", driver_config(chat_server, net))
+    b = r["b"]
+    assert b["got"] == _texts("m", 0, 90)  # every message, once, in order
+    assert b["sessionId"] == r["infoB"]["sessionId"] and b["connected"]
+    resumes = [h for h in b["hooks"] if h[0] == "resume"]
+    assert len(resumes) >= 2  # one after the reset, one after the blackhole
+    assert not [h for h in b["hooks"] if h[0] == "sessionLost"]
+    assert r["reply"] == {"during": "outage"}  # the request made during the outage was answered
+    assert len([h for h in b["hooks"] if h[0] == "disconnect"]) >= 2  # the link really broke
+    assert r["a"]["hooks"] == [["connect", False]]  # the direct page never noticed
+
+
+def test_a_reload_resumes_the_tabs_session(chat_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("reload", driver_config(chat_server, net))
+    assert r["after"]["resumed"] is True
+    assert r["after"]["sessionId"] == r["before"]["sessionId"]
+    assert r["after"]["missed"] >= 10
+    assert r["b"]["got"] == _texts("m", 10, 20)  # only what it missed: nothing delivered twice
+    assert r["b"]["replayed"] == 10
+    # The send left unacknowledged by the reload was kept in sessionStorage and ran exactly once.
+    assert r["a"]["got"] == ["b-unacked", "b-after"]
+
+
+def test_a_duplicated_tab_gets_its_own_session(chat_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("duplicate", driver_config(chat_server, net))
+    assert r["copied"] == 1  # the copy started with the original's stored session
+    assert r["dup"]["resumed"] is False
+    assert r["dup"]["sessionId"] != r["original"]["sessionId"]
+    assert r["b"]["hooks"] == [["connect", False]]  # the original was not taken over (no 4000)
+    assert r["b"]["got"] == ["d1", "d2", "from-copy"]
+    assert r["copy"]["got"] == ["d1", "d2", "from-original"]
+    assert sorted(r["a"]["got"]) == ["from-copy", "from-original"]
+
+
+def test_browser_and_python_clients_share_a_room(chat_server: WsServer, net: ProxyHandle) -> None:
+    got: list[str] = []
+    ready = gevent.event.Event()
+    done = gevent.event.Event()
+
+    def on_message(payload: Any) -> None:
+        got.append(payload["text"])
+        if payload["text"] == "js-ready":
+            ready.set()
+        if len(got) == 21:
+            done.set()
+
+    py = WsClient(chat_server.url, config=WsClientConfig(request_timeout=10))
+    py.on("chat.new_message", on_message)
+    py.connect()
+    py.request("room.join", {"roomId": "r4"})
+    proc = start_driver("interop", driver_config(chat_server, net))
+    try:
+        assert ready.wait(60), "the browser page never joined"
+        for text in _texts("py-", 0, 20):
+            py.send("chat.message", {"roomId": "r4", "text": text})
+        assert done.wait(60), f"the Python client got only {got}"
+        py.send("chat.message", {"roomId": "r4", "text": "py-done"})
+        r = finish_driver(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        py.close()
+    assert got == ["js-ready", *_texts("js-", 0, 20)]
+    assert r["b"]["got"] == [*_texts("py-", 0, 20), "py-done"]
