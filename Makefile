@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## make run: set up, then serve examples/chat on ws://127.0.0.1:8080/ws
 run: $(STAMP)
-	@echo "wscore example chat on ws://127.0.0.1:8080/ws  (health: http://127.0.0.1:8080/healthz)"
+	@echo "wscore example chat: open http://127.0.0.1:8080/ in a browser (WebSocket ws://127.0.0.1:8080/ws)"
 	@echo "try it:  $(VENV)/bin/python examples/chat/client.py ws://127.0.0.1:8080/ws --room lobby"
 	$(VENV)/bin/wscore run examples.chat.app:server --host 127.0.0.1 --port 8080
 

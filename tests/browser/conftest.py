@@ -19,6 +19,7 @@ import pytest
 import sandbox
 import wscore  # noqa: F401  (gevent-ready before anything else)
 from examples.chat.app import build_chat_server
+from examples.chat.page import page_app
 from sandbox.api import ProxyHandle
 from wscore import WsServer, WsServerConfig
 
@@ -57,6 +58,18 @@ def chat_server() -> Iterator[WsServer]:
     server = build_chat_server(WsServerConfig.dev(host="127.0.0.1", port=0, ping_interval=0.5,
                                                   ping_timeout=2.0))
     server.mount(_test_page_app(lambda: f"http://127.0.0.1:{server.port}"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo_server() -> Iterator[WsServer]:
+    """The example chat app with its demo page mounted, as ``make run`` serves it (port 0)."""
+    _require_tools()
+    server = build_chat_server(WsServerConfig.dev(host="127.0.0.1", port=0, ping_interval=0.5,
+                                                  ping_timeout=2.0))
+    server.mount(page_app)
     server.start()
     yield server
     server.stop()

@@ -149,6 +149,54 @@ const scenarios = {
     return { original, dup, copied, a: await log(a), b: await log(b), copy: await log(copy) };
   },
 
+  /** The demo page (examples/chat): join, chat, who is here, "drop my connection", the replay count. */
+  async demo(context, cfg) {
+    const join = async (name) => {
+      const page = await context.newPage();
+      page.on("pageerror", (e) => console.error("page error:", e.message));
+      await page.setViewportSize({ width: 820, height: 560 });
+      await page.goto(`${cfg.http}/`);
+      await page.fill("#name", name);
+      await page.fill("#room", "lobby");
+      await page.click("#join button");
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, WAIT);
+      return page;
+    };
+    const say = async (page, text) => {
+      await page.fill("#text", text);
+      await page.click("#send button");
+    };
+    const texts = (page) => page.$$eval("#log li:not(.note)", (lis) => lis.map((li) => li.textContent));
+    const alice = await join("Alice");
+    const bob = await join("Bob");
+    await alice.waitForFunction(() => document.querySelectorAll("#members li").length === 2, null, WAIT);
+    await say(alice, "hello Bob");
+    await say(bob, "hi Alice");
+    await bob.waitForFunction(() => document.querySelectorAll("#log li").length === 2, null, WAIT);
+    await bob.click("#drop"); // Bob is offline for 3 s …
+    await bob.waitForFunction(() => document.querySelector("#status").dataset.state === "reconnecting", null, WAIT);
+    await alice.evaluate(() => {
+      // … while Alice keeps writing (typed in one go: well inside Bob's 3 s outage)
+      for (let i = 1; i <= 5; i++) {
+        document.querySelector("#text").value = `while you were away ${i}`;
+        document.querySelector("#send").requestSubmit();
+      }
+    });
+    await alice.waitForFunction(() => document.querySelectorAll("#log li.pending").length === 0, null, WAIT);
+    await bob.waitForFunction(() => document.querySelector("#replayed").textContent.startsWith("5 "), null, WAIT);
+    await say(bob, "back, and I missed nothing");
+    await alice.waitForFunction(() => document.querySelectorAll("#log li").length === 8, null, WAIT);
+    if (cfg.screenshot) await bob.screenshot({ path: cfg.screenshot });
+    return {
+      bob: await texts(bob),
+      alice: await texts(alice),
+      members: await bob.$$eval("#members li", (lis) => lis.map((li) => li.textContent)),
+      state: await bob.$eval("#state", (e) => e.textContent),
+      replayedNote: await bob.$eval("#replayed", (e) => e.textContent),
+      replayedLines: await bob.$$eval("#log li.replayed", (lis) => lis.length),
+    };
+  },
+
   /** The browser and the Python WsClient (driven by pytest) in one room. */
   async interop(context, cfg) {
     const b = await openPage(context, cfg);

@@ -51,6 +51,17 @@ def test_a_duplicated_tab_gets_its_own_session(chat_server: WsServer, net: Proxy
     assert sorted(r["a"]["got"]) == ["from-copy", "from-original"]
 
 
+def test_the_demo_page_end_to_end(demo_server: WsServer) -> None:
+    r = run_driver("demo", {"http": f"http://127.0.0.1:{demo_server.port}"})
+    away = [f"Alicewhile you were away {i}" for i in range(1, 6)]
+    assert r["bob"] == ["Alicehello Bob", "mehi Alice", *away, "meback, and I missed nothing"]
+    assert r["alice"] == ["mehello Bob", "Bobhi Alice", *[f"me{t[5:]}" for t in away],
+                          "Bobback, and I missed nothing"]
+    assert r["members"] == ["Alice", "Bob"]
+    assert r["replayedNote"] == "5 messages you missed were replayed"
+    assert r["replayedLines"] == 5 and r["state"] == "resumed"
+
+
 def test_browser_and_python_clients_share_a_room(chat_server: WsServer, net: ProxyHandle) -> None:
     got: list[str] = []
     ready = gevent.event.Event()

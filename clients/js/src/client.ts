@@ -268,6 +268,7 @@ export class WsClient {
     this._retry.clear();
     const phase = this._core.phase;
     if ((phase !== "idle" && phase !== "waiting") || this._suspended) return;
+    if (wallNow() < this._offlineUntil) return this._retry.set(this._offlineUntil);
     let token = this._token;
     if (this._provider && !(token !== null && this._core.attempts === 0)) {
       try {
@@ -286,6 +287,21 @@ export class WsClient {
     this._core.connect(token);
     this._run();
   }
+
+  /**
+   * Cut the link as a network fault would (for demos and tests): the socket is dropped
+   * without a 1000 close, so the server only detaches the session, and reconnect
+   * attempts are held for `offlineMs`; the client then resumes as after any outage.
+   * Returns false when no link was open.
+   */
+  dropConnection(offlineMs = 0): boolean {
+    if (!this.connected) return false;
+    this._offlineUntil = wallNow() + offlineMs / 1000;
+    this._drop("dropConnection()");
+    return true;
+  }
+
+  private _offlineUntil = 0;
 
   // -- sending ---------------------------------------------------------------------------------
   /** Queue `event` for the server: run exactly once while the session lives; throws SendBufferFull when the buffer is full. */
@@ -393,7 +409,7 @@ export class WsClient {
   private _dispatch(event: string, payload: unknown, s: number | undefined): void {
     const set = this._listeners.get(event);
     if (!set) {
-      if (event === "sys.error") console.warn("wscore: server error", WsError.from(payload));
+      if (event === "sys.error") console.warn("wscore: server error", payload);
       return;
     }
     const meta: Meta = { event, s, replayed: s !== undefined && s <= this._replayTo };

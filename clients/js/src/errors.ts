@@ -10,14 +10,6 @@ export class WsError extends Error {
   ) {
     super(message);
   }
-
-  /** From a `sys.error` payload `{code, name, message, details}`; junk becomes 1011. */
-  static from(p: unknown): WsError {
-    const o = (p && typeof p === "object" ? p : {}) as Record<string, unknown>;
-    const code = typeof o.code === "number" ? o.code : 1011;
-    const details = o.details && typeof o.details === "object" ? (o.details as Record<string, unknown>) : {};
-    return new WsError(code, typeof o.message === "string" ? o.message : `error ${code}`, details);
-  }
 }
 
 /** The session was lost (the server could not resume it): code 1006, SPEC §3. */

@@ -79,19 +79,9 @@ interface ServerError {
 const TERMINAL_CLOSES = [4000, 1009, 4003, 4004];
 const isInt = (x: unknown): x is number => typeof x === "number" && Number.isInteger(x);
 
-/** Bytes of `s` encoded as UTF-8 (a lone surrogate counts 3, as its replacement would). */
-export function utf8Length(s: string): number {
-  let n = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 2; // a surrogate pair: 2 UTF-16 units, 4 bytes
-      i++;
-    } else if (c >= 0x800) n += 2;
-    else if (c >= 0x80) n += 1;
-  }
-  return n;
-}
+const utf8 = new TextEncoder();
+/** Bytes of `s` encoded as UTF-8 (what the bound on kept frames counts). */
+export const utf8Length = (s: string): number => utf8.encode(s).length;
 
 /** Full jitter: a delay in [0, min(cap, base·2ⁿ)) for the attempt after n failures. */
 export function backoffDelay(n: number, base: number, cap: number, random: number): number {
