@@ -209,9 +209,79 @@ const scenarios = {
   },
 };
 
+/** The floor: the same stream on a bare WebSocket, each frame JSON-parsed and counted (no client). */
+async function rawFlood({ n, ws }) {
+  const sock = new WebSocket(ws);
+  let ticks = 0;
+  let wake = null;
+  sock.onmessage = (ev) => {
+    const f = JSON.parse(ev.data);
+    if (f.e === "tick") ticks++;
+    else if (f.e === "ack" && wake) wake();
+  };
+  await new Promise((r) => (sock.onopen = r));
+  const start = performance.now();
+  for (let sent = 0, c = 1; sent < n; sent += 200, c++) {
+    const done = new Promise((r) => (wake = r));
+    sock.send(JSON.stringify({ v: "1.0", e: "burst", p: Math.min(200, n - sent), c }));
+    await done;
+  }
+  while (ticks < n) await new Promise((r) => setTimeout(r, 1));
+  const wall = performance.now() - start;
+  sock.close(1000);
+  return wall;
+}
+
+/**
+ * Benchmark mode (benchmarks/bench_browser.py): one page, commands on stdin, answers on stdout.
+ *   "resume N"  -> wait for the N-th resume; print "RESUMED <epoch ms>" (when onResume ran)
+ *   "cpu N"     -> receive N server events (bursts of 200); print "CPU <json>" (CDP Performance metrics)
+ *   "cpu-raw N" -> the same on a bare WebSocket (JSON.parse per frame): the browser's own floor
+ *   "quit"
+ */
+async function bench(context, cfg) {
+  const page = await openPage(context, cfg);
+  await page.evaluate(async ({ ws, backoffBase }) => {
+    const c = new window.W.WsClient(ws, { backoffBase, openTimeout: 5000, persist: false });
+    window.c = c;
+    window.resumedAt = [];
+    window.ticks = 0;
+    c.onResume(() => window.resumedAt.push(performance.timeOrigin + performance.now()));
+    c.on("tick", () => window.ticks++);
+    await c.connect();
+  }, { ws: cfg.proxyWs, backoffBase: cfg.backoffBase ?? 250 });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Performance.enable");
+  const metrics = async () => Object.fromEntries((await cdp.send("Performance.getMetrics")).metrics.map((m) => [m.name, m.value]));
+  console.log("READY");
+  const rl = (await import("node:readline")).createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    const [cmd, arg] = line.trim().split(/\s+/);
+    const n = Number(arg);
+    if (cmd === "resume") {
+      await page.waitForFunction((n) => window.resumedAt.length >= n, n, { timeout: 30000, polling: 5 });
+      console.log("RESUMED " + (await page.evaluate((n) => window.resumedAt[n - 1], n)));
+    } else if (cmd === "cpu" || cmd === "cpu-raw") {
+      const before = await metrics();
+      const wall = await page.evaluate(cmd === "cpu-raw" ? rawFlood : async ({ n }) => {
+        const start = performance.now();
+        window.ticks = 0;
+        for (let sent = 0; sent < n; sent += 200) await window.c.request("burst", Math.min(200, n - sent), { timeout: 60000 });
+        while (window.ticks < n) await new Promise((r) => setTimeout(r, 1));
+        return performance.now() - start;
+      }, { n, ws: cfg.proxyWs });
+      const after = await metrics();
+      const d = (k) => after[k] - before[k];
+      console.log("CPU " + JSON.stringify({ n, wallMs: wall, taskS: d("TaskDuration"), scriptS: d("ScriptDuration") }));
+    } else if (cmd === "quit") break;
+  }
+  rl.close();
+  return {};
+}
+
 async function main() {
   const [name, raw] = process.argv.slice(2);
-  const scenario = scenarios[name];
+  const scenario = name === "bench" ? bench : scenarios[name];
   if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(", ")}`);
   const browser = await launch();
   try {
@@ -223,7 +293,7 @@ async function main() {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  main().catch((e) => {
+  main().then(() => process.exit(0), (e) => {
     console.error(`drive.mjs: ${e && e.message ? e.message.split("\n")[0] : e}`);
     process.exit(1);
   });

@@ -490,7 +490,7 @@ export class WsClient {
     const ack = this._core.nextDeadline();
     if (ack !== null) at = Math.min(at, ack);
     if (this._refreshAt !== null && !this._refreshing) at = Math.min(at, this._refreshAt);
-    if (at !== Infinity) this._alarm.set(at);
+    if (at !== Infinity) this._alarm.by(at);
   }
 
   // -- token refresh ---------------------------------------------------------------------------

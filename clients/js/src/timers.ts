@@ -24,6 +24,11 @@ export class Alarm {
     this._id = setTimeout(run, Math.max(0, (at - wallNow()) * 1000));
   }
 
+  /** Fire at `at` or earlier: keeps an earlier setting (whose wake-up re-computes), so a busy stream re-arms nothing. */
+  by(at: number): void {
+    if (this._id === null || at < this._at) this.set(at);
+  }
+
   get armed(): boolean {
     return this._id !== null;
   }
