@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import wscore  # noqa: F401  (gevent-ready before anything else)
 from examples.chat.app import build_chat_server
 from examples.chat.page import page_app
 from sandbox.api import ProxyHandle
-from wscore import WsServer, WsServerConfig
+from wscore import AuthResult, WsAuthenticator, WsServer, WsServerConfig
+from wscore.auth import ConnectionInfo
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("WSCORE_CHROMIUM", "/usr/bin/chromium")
@@ -75,8 +77,39 @@ def demo_server() -> Iterator[WsServer]:
     server.stop()
 
 
+class ShortLivedTokens(WsAuthenticator):
+    """Accepts ``user:n`` tokens for ``user``, each valid for ``lifetime`` seconds; records what it saw."""
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self.seen: list[str] = []
+
+    def authenticate(self, conn: ConnectionInfo, token: str) -> AuthResult:
+        self.seen.append(token)
+        user, _, n = token.partition(":")
+        if not user or not n.isdigit():
+            return AuthResult.failure("bad token")
+        return AuthResult.success(user, expires_at=time.time() + self.lifetime)
+
+
 @pytest.fixture
-def net(chat_server: WsServer) -> Iterator[ProxyHandle]:
-    """The sandbox proxy in front of the server, with its HTTP control API (the driver cuts through it)."""
-    with sandbox.proxy(("127.0.0.1", chat_server.port), control=True) as handle:
+def auth_server() -> Iterator[WsServer]:
+    """The chat app behind an authenticator whose tokens live 2 s (``server.authenticator.seen``)."""
+    _require_tools()
+    server = build_chat_server(WsServerConfig.dev(host="127.0.0.1", port=0, ping_interval=0.5,
+                                                  ping_timeout=2.0, require_auth=True))
+    server.authenticator = ShortLivedTokens(lifetime=2.0)
+    server.mount(_test_page_app(lambda: f"http://127.0.0.1:{server.port}"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def net(request: pytest.FixtureRequest) -> Iterator[ProxyHandle]:
+    """The sandbox proxy in front of the test's server (``chat_server`` or ``auth_server``),
+    with its HTTP control API (the driver cuts through it)."""
+    name = "auth_server" if "auth_server" in request.fixturenames else "chat_server"
+    server: WsServer = request.getfixturevalue(name)
+    with sandbox.proxy(("127.0.0.1", server.port), control=True) as handle:
         yield handle

@@ -197,6 +197,23 @@ const scenarios = {
     };
   },
 
+  /** tokenProvider: short-lived tokens are refreshed in-band (sys.auth) before they expire; the link never drops. */
+  async refresh(context, cfg) {
+    const b = await openPage(context, cfg);
+    const info = await b.evaluate(async (ws) => {
+      window.tokens = 0;
+      const c = new window.W.WsClient(ws, { tokenProvider: async () => `alice:${++window.tokens}` });
+      window.hooks = [];
+      c.onDisconnect((d) => window.hooks.push(["disconnect", d.code]));
+      c.on("sys.error", (p) => window.hooks.push(["error", p.code]));
+      window.c = c;
+      return c.connect();
+    }, cfg.proxyWs);
+    await b.waitForFunction(() => window.tokens >= 5, null, WAIT); // 1 handshake + 4 refreshes
+    const reply = await b.evaluate(() => window.c.request("echo", "still here"));
+    return { info, reply, tokens: await b.evaluate(() => window.tokens), hooks: await b.evaluate(() => window.hooks) };
+  },
+
   /** The browser and the Python WsClient (driven by pytest) in one room. */
   async interop(context, cfg) {
     const b = await openPage(context, cfg);

@@ -62,6 +62,15 @@ def test_the_demo_page_end_to_end(demo_server: WsServer) -> None:
     assert r["replayedLines"] == 5 and r["state"] == "resumed"
 
 
+def test_token_provider_refreshes_in_band_before_expiry(auth_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("refresh", driver_config(auth_server, net))
+    assert r["info"]["expiresAt"] is not None
+    assert r["hooks"] == []  # never expired (no 1005 / 4005), never dropped
+    assert r["reply"] == "still here"
+    seen = auth_server.authenticator.seen  # type: ignore[union-attr]
+    assert seen[:5] == [f"alice:{i}" for i in range(1, 6)]  # the handshake, then sys.auth refreshes
+
+
 def test_browser_and_python_clients_share_a_room(chat_server: WsServer, net: ProxyHandle) -> None:
     got: list[str] = []
     ready = gevent.event.Event()
