@@ -149,6 +149,22 @@ const scenarios = {
     return { original, dup, copied, a: await log(a), b: await log(b), copy: await log(copy) };
   },
 
+  /** Back/forward cache: pagehide(persisted) detaches the session (close 3001), pageshow(persisted) resumes it. */
+  async bfcache(context, cfg) {
+    const a = await openPage(context, cfg);
+    const b = await openPage(context, cfg);
+    await setup(a, cfg.ws, "r5");
+    const before = await setup(b, cfg.proxyWs, "r5");
+    const lifecycle = (type) => b.evaluate((type) => window.dispatchEvent(new PageTransitionEvent(type, { persisted: true })), type);
+    await lifecycle("pagehide");
+    await b.waitForFunction(() => window.log.hooks.some((h) => h[0] === "disconnect"), null, WAIT);
+    const hidden = await b.evaluate(() => window.c.connected);
+    await says(a, "r5", range("m", 0, 5)); // sent while B sits in the cache
+    await lifecycle("pageshow");
+    await gotAtLeast(b, 5);
+    return { before, hidden, b: await log(b) };
+  },
+
   /** The demo page (examples/chat): join, chat, who is here, "drop my connection", the replay count. */
   async demo(context, cfg) {
     const join = async (name) => {

@@ -40,6 +40,14 @@ def test_a_reload_resumes_the_tabs_session(chat_server: WsServer, net: ProxyHand
     assert r["a"]["got"] == ["b-unacked", "b-after"]
 
 
+def test_back_forward_cache_detaches_and_resumes(chat_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("bfcache", driver_config(chat_server, net))
+    assert r["hidden"] is False
+    assert r["b"]["hooks"] == [["connect", False], ["disconnect", None], ["connect", True], ["resume", 5]]
+    assert r["b"]["got"] == _texts("m", 0, 5) and r["b"]["replayed"] == 5
+    assert r["b"]["sessionId"] == r["before"]["sessionId"]  # detached by 3001, not ended
+
+
 def test_a_duplicated_tab_gets_its_own_session(chat_server: WsServer, net: ProxyHandle) -> None:
     r = run_driver("duplicate", driver_config(chat_server, net))
     assert r["copied"] == 1  # the copy started with the original's stored session
