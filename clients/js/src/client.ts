@@ -337,11 +337,17 @@ export class WsClient {
       case "open": {
         const u = new URL(this.url);
         for (const [k, v] of Object.entries(a.query)) u.searchParams.set(k, v);
-        const link: Link = new Link(
-          u.href,
-          (text) => this._onText(link, text),
-          (code, reason) => this._onEnd(link, code, reason),
-        );
+        let link: Link;
+        try {
+          link = new Link(
+            u.href,
+            (text) => this._onText(link, text),
+            (code, reason) => this._onEnd(link, code, reason),
+          );
+        } catch (e) {
+          report(e); // e.g. SecurityError: ws:// from an https:// page; a failed attempt
+          return this._core.closed(null, String(e));
+        }
         this._link = link;
         this._live = null;
         this._openBy = wallNow() + this._cfg.openTimeout / 1000;
@@ -590,7 +596,7 @@ export class WsClient {
     this._alarm.clear();
     const link = this._link;
     this._link = null;
-    link?.abandon();
+    link?.abandon(this._closers.length ? 1000 : undefined); // close() before sys.connected still ends the session
     this._unlisten?.();
     this._store?.hide();
     this._store?.clear();
