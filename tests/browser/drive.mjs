@@ -165,6 +165,33 @@ const scenarios = {
     return { before, hidden, b: await log(b) };
   },
 
+  /**
+   * `online` and `visibilitychange` → visible: with a 10-minute backoff and a 60 s probe
+   * interval, only these handlers can bring the client back in time — they reconnect a
+   * client waiting in its backoff at once; `online` also probes a silent link at once.
+   */
+  async online(context, cfg) {
+    const b = await openPage(context, cfg);
+    await b.evaluate(() => (Math.random = () => 0.999)); // every backoff draw near its 600 s ceiling
+    const before = await setup(b, cfg.proxyWs, "r6", { backoffBase: 600000, backoffCap: 600000, probeAfter: 60000, deadLinkTimeout: 61000, openTimeout: 5000 });
+    const hooks = (kind, n) => b.waitForFunction(({ kind, n }) => window.log.hooks.filter((h) => h[0] === kind).length >= n, { kind, n }, WAIT);
+    const online = () => b.evaluate(() => window.dispatchEvent(new Event("online")));
+    await control(cfg, "cut"); // the link is reset: the client now sleeps ~599 s in its backoff
+    await hooks("disconnect", 1);
+    await online();
+    await hooks("resume", 1);
+    await control(cfg, "blackhole", { seconds: 3 }); // a silent link; the next probe would be due in 60 s
+    await online();
+    await hooks("disconnect", 2); // probed at once, declared dead after the 1 s grace
+    await online(); // the network is back (the attempt waits out the blackhole in the proxy)
+    await hooks("resume", 2);
+    await control(cfg, "cut"); // asleep in the backoff again …
+    await hooks("disconnect", 3);
+    await b.evaluate(() => document.dispatchEvent(new Event("visibilitychange"))); // … until the tab is visible (it is)
+    await hooks("resume", 3);
+    return { before, b: await log(b) };
+  },
+
   /** The demo page (examples/chat): join, chat, who is here, "drop my connection", the replay count. */
   async demo(context, cfg) {
     const join = async (name) => {

@@ -48,6 +48,13 @@ def test_back_forward_cache_detaches_and_resumes(chat_server: WsServer, net: Pro
     assert r["b"]["sessionId"] == r["before"]["sessionId"]  # detached by 3001, not ended
 
 
+def test_online_and_visible_reconnect_and_probe_at_once(chat_server: WsServer, net: ProxyHandle) -> None:
+    r = run_driver("online", driver_config(chat_server, net))
+    kinds = [h[0] for h in r["b"]["hooks"]]
+    assert kinds == ["connect", *["disconnect", "connect", "resume"] * 3]
+    assert r["b"]["sessionId"] == r["before"]["sessionId"] and r["b"]["connected"]
+
+
 def test_a_duplicated_tab_gets_its_own_session(chat_server: WsServer, net: ProxyHandle) -> None:
     r = run_driver("duplicate", driver_config(chat_server, net))
     assert r["copied"] == 1  # the copy started with the original's stored session
