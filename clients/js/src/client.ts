@@ -93,6 +93,13 @@ const DEFAULTS = {
 /** Close code of a page that goes into the back/forward cache: detaches the session (SPEC §7), unlike 1000. */
 const CLOSE_PAGEHIDE = 3001;
 
+/** A token from the provider; throws for anything that is not a non-empty string. */
+const fresh = async (provider: () => string | Promise<string>): Promise<string> => {
+  const token = await provider();
+  if (typeof token !== "string" || !token) throw new TypeError("tokenProvider returned no token");
+  return token;
+};
+
 const report = (e: unknown): void => {
   const g = globalThis as { reportError?: (e: unknown) => void };
   if (g.reportError) g.reportError(e);
@@ -272,8 +279,7 @@ export class WsClient {
     let token = this._token;
     if (this._provider && !(token !== null && this._core.attempts === 0)) {
       try {
-        token = await this._provider();
-        if (typeof token !== "string" || !token) throw new TypeError("tokenProvider returned no token");
+        token = await fresh(this._provider);
       } catch (e) {
         report(e);
         if (this._core.phase !== phase) return;
@@ -400,7 +406,7 @@ export class WsClient {
     const probe = Math.min(cfg.probeAfter !== null ? cfg.probeAfter / 1000 : h, dead * 0.75);
     this._live = new Liveness(probe, dead - probe, now);
     const resumed = a.outcome === "resumed";
-    const missed = resumed ? Math.max(0, a.lastSeq - this._core.delivered) : 0;
+    const missed = resumed ? Math.max(0, a.lastSeq - (this._core.snapshot().delivered as number)) : 0;
     this._replayTo = resumed ? a.lastSeq : 0;
     const info: SessionInfo = { sessionId: a.sessionId, resumed, lastSeq: a.lastSeq, missed, heartbeat: h, expiresAt: a.expiresAt };
     this._info = info;
@@ -510,8 +516,7 @@ export class WsClient {
     if (!provider || !link) return;
     this._refreshing = true;
     try {
-      const token = await provider();
-      if (typeof token !== "string" || !token) throw new TypeError("tokenProvider returned no token");
+      const token = await fresh(provider);
       if (this._link !== link || !this.connected) return;
       const c = this._core.authenticate(token);
       const p = this._pushes.add(c, "sys.auth", this._cfg.tokenRefreshTimeout, (x) => this._core.abandon(x));

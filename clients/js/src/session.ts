@@ -20,7 +20,7 @@
  * - Reconnect with full-jitter backoff; close codes 4000, 1009, 4003, 4004 and 4005
  *   (without a token provider) and HTTP 4xx (not 408/429) are terminal; 1012 reconnects at once.
  */
-import { ConnectionClosed, SendBufferFull, UsageError, WsError } from "./errors.js";
+import { ConnectionClosed, SendBufferFull, SessionLost, UsageError, WsError } from "./errors.js";
 
 export interface SessionOptions {
   maxUnackedFrames: number;
@@ -101,15 +101,15 @@ export function tokenRefreshAt(expiresAt: number, now: number, margin: number): 
 export class ClientSession {
   phase: Phase = "idle";
   sessionId: string | null = null;
-  delivered = 0;
-  ackedToServer = 0;
-  lastOutSeq = 0;
-  serverAcked = 0;
-  unackedBytes = 0;
-  failures = 0;
-  duplicates = 0;
-  gaps = 0;
-  unmatchedReplies = 0;
+  private _delivered = 0;
+  private _ackedToServer = 0;
+  private _lastOutSeq = 0;
+  private _serverAcked = 0;
+  private _unackedBytes = 0;
+  private _failures = 0;
+  private _duplicates = 0;
+  private _gaps = 0;
+  private _unmatchedReplies = 0;
   attempts = 0;
   /** The `sessionId` of the open link's `sys.connected`; heartbeat and expiry it announced. */
   private _unacked: [number, string][] = [];
@@ -140,10 +140,6 @@ export class ClientSession {
     return this._unacked.length;
   }
 
-  get pendingRequests(): (number | string)[] {
-    return [...this._pending];
-  }
-
   // -- inputs ----------------------------------------------------------------------------------
   /** The shell is about to open a connection attempt with `token`. */
   connect(token: string | null): void {
@@ -157,7 +153,7 @@ export class ClientSession {
     if (o.tokenInQuery && token !== null) q.token = token;
     if (this.sessionId !== null) {
       q.session = this.sessionId;
-      q.last_seq = String(this.delivered);
+      q.last_seq = String(this._delivered);
     }
     if (o.clientTag !== null) {
       q.client = o.clientTag;
@@ -183,15 +179,15 @@ export class ClientSession {
     if (s === undefined || s === null) return this._unnumbered(e, f.p, f.c as number | string | undefined | null);
     if (!isInt(s)) return;
     if (this.phase !== "open" && this.phase !== "closing") return this._emit({ action: "abort", reason: "numberedBeforeConnected" });
-    if (s <= this.delivered) {
-      this.duplicates++;
+    if (s <= this._delivered) {
+      this._duplicates++;
       return;
     }
-    if (s > this.delivered + 1) {
-      this.gaps++;
+    if (s > this._delivered + 1) {
+      this._gaps++;
       return this._emit({ action: "abort", reason: "gap" });
     }
-    this.delivered = s;
+    this._delivered = s;
     if (this._ackStart === null) this._ackStart = now;
     const c = f.c as number | string | undefined | null;
     const hasC = c !== undefined && c !== null;
@@ -225,15 +221,15 @@ export class ClientSession {
     if (!o.reconnect) return this._terminate(null, code, reason || "connection lost");
     let delay: number;
     if (code === 1012) {
-      this.failures = 0;
+      this._failures = 0;
       delay = this._random() * Math.min(o.backoffBase, 1.0);
     } else {
       if (phase === "connecting") {
-        this.failures++;
+        this._failures++;
         const max = o.maxReconnectAttempts;
-        if (max !== null && this.failures >= max) return this._terminate(null, null, `gave up after ${this.failures} failed attempt(s)`);
+        if (max !== null && this._failures >= max) return this._terminate(null, null, `gave up after ${this._failures} failed attempt(s)`);
       }
-      delay = backoffDelay(this.failures, o.backoffBase, o.backoffCap, this._random());
+      delay = backoffDelay(this._failures, o.backoffBase, o.backoffCap, this._random());
     }
     this.phase = "waiting";
     this._emit({ action: "reconnect", delay });
@@ -241,18 +237,18 @@ export class ClientSession {
 
   /** A timer fired or a batch of frames was read: send the acknowledgement if it is due. */
   tick(now: number): void {
-    if (this.phase !== "open" || this.delivered <= this.ackedToServer) return;
+    if (this.phase !== "open" || this._delivered <= this._ackedToServer) return;
     const start = this._ackStart;
-    if (this.delivered - this.ackedToServer >= this.options.ackEveryFrames || (start !== null && now >= start + this.options.ackDelay)) {
-      this.ackedToServer = this.delivered;
+    if (this._delivered - this._ackedToServer >= this.options.ackEveryFrames || (start !== null && now >= start + this.options.ackDelay)) {
+      this._ackedToServer = this._delivered;
       this._ackStart = null;
-      this._control({ e: "sys.ack", p: { s: this.delivered } });
+      this._control({ e: "sys.ack", p: { s: this._delivered } });
     }
   }
 
   /** When `tick` has work next (the delayed ack); null: nothing pending. */
   nextDeadline(): number | null {
-    return this.phase === "open" && this.delivered > this.ackedToServer && this._ackStart !== null ? this._ackStart + this.options.ackDelay : null;
+    return this.phase === "open" && this._delivered > this._ackedToServer && this._ackStart !== null ? this._ackStart + this.options.ackDelay : null;
   }
 
   /** User `send()`: number and keep the frame; throws SendBufferFull (nothing queued) when a bound would be exceeded. */
@@ -303,9 +299,9 @@ export class ClientSession {
   persist(): Persisted {
     return {
       sessionId: this.sessionId,
-      delivered: this.delivered,
-      lastOutSeq: this.lastOutSeq,
-      serverAcked: this.serverAcked,
+      delivered: this._delivered,
+      lastOutSeq: this._lastOutSeq,
+      serverAcked: this._serverAcked,
       unacked: this._unacked.slice(),
       nextCid: this._nextCid,
     };
@@ -314,11 +310,11 @@ export class ClientSession {
   /** Adopt what a previous page of this tab left (before the first `connect`). */
   restore(p: Persisted): void {
     this.sessionId = p.sessionId;
-    this.delivered = this.ackedToServer = p.delivered;
-    this.lastOutSeq = p.lastOutSeq;
-    this.serverAcked = p.serverAcked;
+    this._delivered = this._ackedToServer = p.delivered;
+    this._lastOutSeq = p.lastOutSeq;
+    this._serverAcked = p.serverAcked;
     this._unacked = p.unacked.slice();
-    this.unackedBytes = this._unacked.reduce((n, [, w]) => n + utf8Length(w), 0);
+    this._unackedBytes = this._unacked.reduce((n, [, w]) => n + utf8Length(w), 0);
     this._nextCid = p.nextCid;
   }
 
@@ -326,17 +322,17 @@ export class ClientSession {
     return {
       phase: this.phase,
       sessionId: this.sessionId,
-      delivered: this.delivered,
-      ackedToServer: this.ackedToServer,
-      lastOutSeq: this.lastOutSeq,
-      serverAcked: this.serverAcked,
+      delivered: this._delivered,
+      ackedToServer: this._ackedToServer,
+      lastOutSeq: this._lastOutSeq,
+      serverAcked: this._serverAcked,
       unackedFrames: this._unacked.length,
-      unackedBytes: this.unackedBytes,
+      unackedBytes: this._unackedBytes,
       pending: [...this._pending].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
-      failures: this.failures,
-      duplicates: this.duplicates,
-      gaps: this.gaps,
-      unmatchedReplies: this.unmatchedReplies,
+      failures: this._failures,
+      duplicates: this._duplicates,
+      gaps: this._gaps,
+      unmatchedReplies: this._unmatchedReplies,
     };
   }
 
@@ -372,7 +368,7 @@ export class ClientSession {
     this._checkUsable();
     if (typeof event !== "string" || !event) throw new UsageError("event must be a non-empty string");
     if (event.startsWith("sys.")) throw new UsageError(`${event}: the sys.* namespace is reserved for the protocol`);
-    const s = this.lastOutSeq + 1;
+    const s = this._lastOutSeq + 1;
     const frame = this._stamp({ e: event, p: payload === undefined ? null : payload });
     if (c !== null) frame.c = c;
     frame.s = s;
@@ -380,14 +376,14 @@ export class ClientSession {
     const size = utf8Length(text);
     const o = this.options;
     if (this._unacked.length >= o.maxUnackedFrames) {
-      throw new SendBufferFull(`${this._unacked.length} frames await the server's acknowledgement (maxUnackedFrames=${o.maxUnackedFrames})`);
+      throw new SendBufferFull(`send buffer full: ${o.maxUnackedFrames} frames unacknowledged (maxUnackedFrames)`);
     }
-    if (this.unackedBytes + size > o.maxUnackedBytes) {
-      throw new SendBufferFull(`${this.unackedBytes} + ${size} bytes exceed maxUnackedBytes=${o.maxUnackedBytes}`);
+    if (this._unackedBytes + size > o.maxUnackedBytes) {
+      throw new SendBufferFull(`send buffer full: ${this._unackedBytes} + ${size} bytes > maxUnackedBytes`);
     }
-    this.lastOutSeq = s;
+    this._lastOutSeq = s;
     this._unacked.push([s, text]);
-    this.unackedBytes += size;
+    this._unackedBytes += size;
     if (this.phase === "open") {
       this._written = s;
       this._emit({ action: "send", frame, text });
@@ -398,12 +394,12 @@ export class ClientSession {
     for (const [s, text] of this._unacked) {
       if (s > after) this._emit({ action: "send", frame: JSON.parse(text) as Frame, text });
     }
-    this._written = this.lastOutSeq;
+    this._written = this._lastOutSeq;
   }
 
   private _settle(c: number | string, a: Action): void {
     if (!this._pending.delete(c)) {
-      this.unmatchedReplies++;
+      this._unmatchedReplies++;
       return;
     }
     this._auth.delete(c);
@@ -431,11 +427,11 @@ export class ClientSession {
   }
 
   private _onServerAck(seq: number): void {
-    seq = Math.min(seq, this.lastOutSeq); // a confused server cannot make us forget frames it never saw
-    if (seq <= this.serverAcked) return;
-    this.serverAcked = seq;
+    seq = Math.min(seq, this._lastOutSeq); // a confused server cannot make us forget frames it never saw
+    if (seq <= this._serverAcked) return;
+    this._serverAcked = seq;
     while (this._unacked.length && this._unacked[0]![0] <= seq) {
-      this.unackedBytes -= utf8Length(this._unacked.shift()![1]);
+      this._unackedBytes -= utf8Length(this._unacked.shift()![1]);
     }
   }
 
@@ -456,24 +452,24 @@ export class ClientSession {
     if (asked === null) outcome = "new";
     else if (o.resumed === true && id === asked) {
       outcome = "resumed";
-      this.ackedToServer = this.delivered; // last_seq in the URL acknowledged it
+      this._ackedToServer = this._delivered; // last_seq in the URL acknowledged it
       this._ackStart = null;
-      resendAfter = this.serverAcked;
+      resendAfter = this._serverAcked;
     } else {
       outcome = "lost";
       const pre = this._preError;
-      const err = pre && pre.code === 1006 ? pre : { code: 1006, message: "the server did not resume the session" };
+      const err = pre && pre.code === 1006 ? pre : new SessionLost();
       for (const c of this._pending) this._emit({ action: "reject", c, kind: "sessionLost", code: 1006, message: err.message });
       this._emit({ action: "sessionLost", code: 1006, message: err.message });
       this._pending.clear();
       this._auth.clear();
       this._unacked = [];
-      this.unackedBytes = this.lastOutSeq = this.serverAcked = this.delivered = this.ackedToServer = 0;
+      this._unackedBytes = this._lastOutSeq = this._serverAcked = this._delivered = this._ackedToServer = 0;
       this._ackStart = null;
     }
     this.sessionId = id;
     this.phase = "open";
-    this.failures = 0;
+    this._failures = 0;
     this._preError = null;
     this._emit({ action: "opened", outcome, sessionId: id, lastSeq, heartbeat: hb as number | null, expiresAt: exp });
     this._writeFrom(resendAfter);
