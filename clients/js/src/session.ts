@@ -207,8 +207,6 @@ export class ClientSession {
     if (phase === "open" || phase === "closing") {
       this._emit({ action: "disconnected", code, byPeer: phase === "closing" ? false : code === null ? null : true, reason });
     }
-    for (const c of this._auth) this._settle(c, { action: "reject", c, kind: "closed", code, message: "the connection ended" });
-    this._auth.clear();
     this._written = 0;
     if (phase === "closing") return this._terminate(null, this._closeCode, "closed by the client");
     const pre = this._preError;
@@ -219,6 +217,9 @@ export class ClientSession {
       return this._terminate(pre, code, reason || `closed by the server (${code})`);
     }
     if (!o.reconnect) return this._terminate(null, code, reason || "connection lost");
+    // A sys.auth belongs to its link (a terminal end above rejects it with the end's error).
+    for (const c of this._auth) this._settle(c, { action: "reject", c, kind: "closed", code, message: "the connection ended" });
+    this._auth.clear();
     let delay: number;
     if (code === 1012) {
       this._failures = 0;
