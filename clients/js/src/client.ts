@@ -318,7 +318,7 @@ export class WsClient {
   }
 
   /** Send `event` and resolve with its reply; rejects with WsError (the server's code), TimeoutError, ConnectionClosed or SendBufferFull. */
-  request(event: string, payload?: unknown, options: { timeout?: number } = {}): Promise<unknown> {
+  request<T = any>(event: string, payload?: unknown, options: { timeout?: number } = {}): Promise<T> {
     if (this._error) return Promise.reject(this._error);
     let c: number;
     try {
@@ -328,7 +328,7 @@ export class WsClient {
     }
     const p = this._pushes.add(c, event, options.timeout ?? this._cfg.requestTimeout, (x) => this._core.abandon(x));
     this._run();
-    return p;
+    return p as Promise<T>;
   }
 
   // -- the core's actions ----------------------------------------------------------------------
