@@ -52,6 +52,7 @@ from actors.messages import (
 )
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionEnv
+from wscore import static
 from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
 from wscore.behaviours import WsActorController, WsController
 from wscore.config import WsServerConfig
@@ -187,6 +188,7 @@ class WsServer:
         self._stopped = gevent.event.Event()
         self._heartbeat: gevent.Greenlet | None = None
         self._state = "new"
+        self._mounted: static.WsgiApp | None = None
 
     # -- handlers ------------------------------------------------------------------------------
     @overload
@@ -395,11 +397,23 @@ class WsServer:
             return ("503 Service Unavailable", "too many connections")
         return None
 
+    def mount(self, app: static.WsgiApp) -> None:
+        """Serve ``app`` (plain WSGI) on every HTTP path except the WebSocket path,
+        ``/healthz`` and ``/wscore.js`` — e.g. the pages that use the browser client.
+        Mounting again replaces it."""
+        if not callable(app):
+            raise UsageError("mount() expects a WSGI application")
+        self._mounted = app
+
     def _http(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         headers = list(self.config.cors_headers)
         refusal = environ.get("wscore.refusal")
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
+        if refusal is None and path == static.CLIENT_PATH:
+            return static.serve_client(environ, start_response, headers)
+        if refusal is None and self._mounted is not None and path not in (self.config.path, "/healthz"):
+            return static.call_wsgi(self._mounted, environ, start_response)
         if refusal is not None:
             status, message = refusal
             body: Any = {"error": message}
