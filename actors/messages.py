@@ -19,15 +19,18 @@ if TYPE_CHECKING:
     from actors.connection import Outbox
 
 __all__ = [
+    "AdoptSession",
     "Attach",
     "AttachResult",
     "ClientFrame",
     "CloseConnection",
     "Deliver",
     "Detach",
+    "DropSession",
     "EndSession",
     "Flush",
     "HandlerFinished",
+    "Handover",
     "JoinRoom",
     "JoinedRoom",
     "LeaveRoom",
@@ -38,6 +41,8 @@ __all__ = [
     "ClaimResult",
     "RoomBroadcast",
     "RoomEmpty",
+    "RoomGapped",
+    "RoomPublished",
     "RoomMembers",
     "RunHandler",
     "SendToSessions",
@@ -126,9 +131,17 @@ class Unparseable:
 
 @attrs.frozen
 class Deliver:
-    """Push a frame onto the session's numbered stream (events, broadcasts)."""
+    """Push a frame onto the session's numbered stream (events, broadcasts).
+
+    With Redis, a room message carries its ``room`` and room seq (the session
+    keeps one cursor per room: a seq it already has is dropped, a gap is filled
+    from the room's stream), and ``exclude``: the sender, who only moves its cursor.
+    """
 
     frame: EncodedFrame
+    room: str | None = None
+    room_seq: int = 0
+    exclude: str | None = None
 
 
 @attrs.frozen
@@ -152,6 +165,32 @@ class HandlerFinished:
 @attrs.frozen
 class JoinedRoom:
     room_id: str
+    #: With Redis: the room seq at the join (the session's cursor for the room).
+    cursor: int | None = None
+
+
+@attrs.frozen
+class DropSession:
+    """Let the session go from this node WITHOUT ending it (Redis keeps it, SPEC §6).
+
+    Its connection closes with ``close_code`` after the frames already stored;
+    ``release`` gives up ownership in Redis (shutdown); a hand-over or a fence
+    does not (the new owner holds it already).
+    """
+
+    close_code: int
+    reason: str = ""
+    release: bool = False
+
+
+@attrs.frozen
+class RoomGapped:
+    """The node lost room messages nobody can fill: its members' resumability ends (1006)."""
+
+    room_id: str
+    #: The last room seq lost (None: unknown, the room's numbering was reset). A member
+    #: whose cursor is at or past it lost nothing.
+    last_missing: int | None = None
 
 
 @attrs.frozen
@@ -180,6 +219,8 @@ class EndSession:
 class JoinRoom:
     room_id: str
     session_id: str
+    #: With Redis: the room's seq when the join was asked (see :class:`JoinedRoom`).
+    cursor: int | None = None
     #: Filled in by the router from its directory: the session's ref and its
     #: ``offer`` (see :meth:`actors.GeventActor.offer`).
     session_ref: Any = None
@@ -187,9 +228,21 @@ class JoinRoom:
 
 
 @attrs.frozen
+class RoomPublished:
+    """With Redis: room message ``seq`` (``wire`` as published) arrived from the node's subscriber."""
+
+    room_id: str
+    seq: int
+    wire: str
+
+
+@attrs.frozen
 class LeaveRoom:
     room_id: str
     session_id: str
+    #: Set by a session leaving this node only (not the room): the member is removed
+    #: only if it is still that actor (the session may be back here as a new actor).
+    ref: Any = None
 
 
 @attrs.frozen
@@ -239,9 +292,27 @@ class ClaimResult:
 
 
 @attrs.frozen
+class AdoptSession:
+    """Ask: start a session hydrated from Redis (a resume of a session claimed on this node)."""
+
+    session_id: str
+    user_id: str | None
+    hydration: Any  # actors.store.Hydration
+
+
+@attrs.frozen
+class Handover:
+    """Another node claimed ``session_id``: drop the local actor (close 4000), do not end it."""
+
+    session_id: str
+
+
+@attrs.frozen
 class SessionEnded:
     session_id: str
     user_id: str | None
+    #: The actor that ended (the directory forgets the session only if it is still that one).
+    ref: Any = None
 
 
 @attrs.frozen
@@ -259,6 +330,8 @@ class SendToSessions:
     frame: EncodedFrame
     session_id: str | None = None
     user_id: str | None = None
+    #: False: deliver to this node's sessions only (a push relayed from another node).
+    relay: bool = True
 
 
 @attrs.frozen
@@ -272,6 +345,8 @@ class StopAll:
 
     close_code: int
     reason: str = ""
+    #: With Redis: keep the sessions (drop them from this node, release ownership).
+    keep: bool = False
 
 
 # -- to a handler actor -------------------------------------------------------------------

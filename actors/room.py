@@ -10,7 +10,12 @@ Rules it keeps:
 * it never waits on another actor; when its last member leaves it reports
   :class:`RoomEmpty` with the number of routed messages it handled, and the
   router stops it only if nothing was routed to it since (no lost joins);
-* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time.
+* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time;
+* with Redis the room's messages come from the node's subscriber
+  (:class:`RoomPublished`, in room-seq order) and go to this node's members
+  with their room seq; a gap the subscriber could not fill
+  (:class:`RoomGapped`) goes to every member, which ends its resumability.
+  Behaviour ``on_message`` hooks are not applied to them (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from actors.messages import (
     LeftRoom,
     RoomBroadcast,
     RoomEmpty,
+    RoomGapped,
     RoomMembers,
+    RoomPublished,
     Stats,
 )
+from actors.store import split_room_wire
 from wscore.behaviours import RoomHandle, RoomMessage
-from wscore.protocol.envelope import encode_envelope
+from wscore.protocol.envelope import EncodedFrame, encode_envelope
 
 __all__ = ["RoomActor"]
 
@@ -51,15 +59,26 @@ class RoomActor(GeventActor):
         self.delivered = 0
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, RoomBroadcast):
+        if isinstance(message, RoomPublished):
+            self.handled += 1
+            self._published(message)
+        elif isinstance(message, RoomBroadcast):
             self.handled += 1
             self._broadcast(message)
+        elif isinstance(message, RoomGapped):
+            self.handled += 1
+            for ref, _offer in list(self.members.values()):
+                tell_quietly(ref, message)
         elif isinstance(message, JoinRoom):
             self.handled += 1
             self._join(message)
         elif isinstance(message, LeaveRoom):
             self.handled += 1
-            self._leave(message.session_id)
+            member = self.members.get(message.session_id)
+            if message.ref is None or (member is not None and member[0] == message.ref):
+                self._leave(message.session_id)
+            elif not self.members:
+                tell_quietly(self.router, RoomEmpty(self.room_id, self.handled))
         elif isinstance(message, RoomMembers):
             return sorted(self.members)
         elif isinstance(message, Stats):
@@ -69,7 +88,7 @@ class RoomActor(GeventActor):
     def _join(self, msg: JoinRoom) -> None:
         new = msg.session_id not in self.members
         self.members[msg.session_id] = (msg.session_ref, msg.session_offer)
-        tell_quietly(msg.session_ref, JoinedRoom(self.room_id))
+        tell_quietly(msg.session_ref, JoinedRoom(self.room_id, msg.cursor))
         if new and self.behaviour is not None:
             self._hook("on_join", msg.session_id)
 
@@ -81,6 +100,21 @@ class RoomActor(GeventActor):
                 self._hook("on_leave", session_id)
         if not self.members:
             tell_quietly(self.router, RoomEmpty(self.room_id, self.handled))
+
+    def _published(self, msg: RoomPublished) -> None:
+        exclude, body = split_room_wire(msg.wire)
+        deliver = Deliver(EncodedFrame(body), self.room_id, msg.seq, exclude)
+        dead: list[str] = []
+        count = 0
+        for session_id, (_ref, offer) in self.members.items():
+            # The excluded sender gets it too: it only moves its room cursor.
+            if offer_quietly(offer, deliver):
+                count += 1
+            else:
+                dead.append(session_id)
+        self.delivered += count
+        for session_id in dead:
+            self.members.pop(session_id, None)
 
     def _broadcast(self, msg: RoomBroadcast) -> None:
         frame = msg.frame

@@ -4,9 +4,13 @@ Job: know which sessions and rooms exist and route to them. It creates
 session and room actors, forwards every room message (so each room sees its
 messages in one order), and forwards server pushes to sessions.
 
-This directory is the seam for a multi-node deployment: a broker-backed
-router (e.g. Redis pub/sub) can replace local forwarding for rooms and
-users while keeping the same messages.
+With Redis (``links``, a :class:`actors.store.ClusterLinks` the server hands
+over) this is the node's directory only: room broadcasts are published to
+Redis (the room order is assigned there) and come back from the node's
+subscriber as :class:`RoomPublished`, for the local room actor; a room gets
+its subscription with its first local member; pushes for sessions this node
+does not hold are relayed to the other nodes; a session claimed by another
+node is dropped here on :class:`Handover` (close 4000), never ended.
 
 Rules it keeps:
 
@@ -37,10 +41,13 @@ import attrs
 
 from actors._runtime import GeventActor, offer_quietly, tell_quietly
 from actors.messages import (
+    AdoptSession,
     ClaimResult,
     ClaimSession,
     Deliver,
+    DropSession,
     EndSession,
+    Handover,
     JoinRoom,
     LeaveRoom,
     LeftRoom,
@@ -48,6 +55,8 @@ from actors.messages import (
     OpenSession,
     RoomBroadcast,
     RoomEmpty,
+    RoomGapped,
+    RoomPublished,
     SendToSessions,
     SessionEnded,
     Stats,
@@ -55,6 +64,8 @@ from actors.messages import (
 )
 from actors.room import RoomActor
 from actors.session import SessionActor, SessionEnv
+from actors.store import ClusterLinks
+from wscore.protocol.codes import CLOSE_REPLACED
 
 __all__ = ["FindRoom", "RouterActor"]
 
@@ -87,8 +98,10 @@ class RouterActor(GeventActor):
         *,
         make_env: Callable[[Any], SessionEnv],
         behaviour_for: Callable[[str], Any] = lambda room_id: None,
+        links: ClusterLinks | None = None,
     ) -> None:
         super().__init__()
+        self.links = links
         self._make_env = make_env
         self._behaviour_for = behaviour_for
         self.env: SessionEnv | None = None
@@ -101,7 +114,15 @@ class RouterActor(GeventActor):
         self.env = self._make_env(self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, RoomBroadcast):
+        if isinstance(message, (RoomPublished, RoomGapped)):
+            entry = self.rooms.get(message.room_id)
+            if entry is not None:
+                entry.routed += 1
+                tell_quietly(entry.ref, message)
+        elif isinstance(message, RoomBroadcast):
+            if self.links is not None:
+                self._publish(message)
+                return None
             entry = self.rooms.get(message.room_id)
             if entry is not None:
                 entry.routed += 1
@@ -123,6 +144,10 @@ class RouterActor(GeventActor):
             return self._open(message)
         elif isinstance(message, ClaimSession):
             return self._claim(message)
+        elif isinstance(message, AdoptSession):
+            return self._adopt(message)
+        elif isinstance(message, Handover):
+            self._handover(message.session_id)
         elif isinstance(message, SessionEnded):
             self._ended(message)
         elif isinstance(message, RoomEmpty):
@@ -130,6 +155,8 @@ class RouterActor(GeventActor):
             if entry is not None and entry.routed == message.handled:
                 del self.rooms[message.room_id]
                 entry.ref.stop()
+                if self.links is not None:
+                    self.links.unsubscribe(message.room_id)
         elif isinstance(message, FindRoom):
             entry = self.rooms.get(message.room_id)
             return entry.ref if entry is not None else None
@@ -156,6 +183,45 @@ class RouterActor(GeventActor):
         self.sessions_opened += 1
         return OpenedSession(session_id, ref)
 
+    def _adopt(self, msg: AdoptSession) -> OpenedSession:
+        """Start a session hydrated from Redis (this node just claimed it)."""
+        assert self.env is not None
+        old = self.sessions.get(msg.session_id)
+        if old is not None:
+            # A second resume raced this one on this node: the newer claim wins.
+            self._handover(msg.session_id)
+        actor = SessionActor.start_actor(msg.session_id, msg.user_id, self.env, msg.hydration)
+        ref = actor.actor_ref
+        self.sessions[msg.session_id] = _SessionEntry(ref, actor.offer, msg.user_id)
+        if msg.user_id is not None:
+            self.users.setdefault(msg.user_id, set()).add(msg.session_id)
+        for room_id, cursor in msg.hydration.rooms.items():
+            self._join(JoinRoom(room_id, msg.session_id, cursor))
+        return OpenedSession(msg.session_id, ref)
+
+    def _handover(self, session_id: str) -> None:
+        """Another node owns the session now: drop it here (close 4000), do not end it."""
+        entry = self.sessions.get(session_id)
+        if entry is None:
+            return
+        self._forget(session_id, entry.user_id)
+        tell_quietly(entry.ref, DropSession(CLOSE_REPLACED, "session resumed on another node"))
+
+    def _publish(self, msg: RoomBroadcast) -> None:
+        assert self.links is not None
+        try:
+            future = self.links.publish(msg.room_id, msg.exclude, msg.frame.body)
+        except Exception as exc:  # the store refuses at once while Redis is down
+            log.warning("room %s: message not published: %s", msg.room_id, exc)
+            return
+        room_id = msg.room_id
+
+        def report(done: Any) -> None:
+            if not done.successful():
+                log.warning("room %s: message not published: %s", room_id, done.exception)
+
+        future.rawlink(report)
+
     def _claim(self, msg: ClaimSession) -> ClaimResult:
         entry = self.sessions.get(msg.session_id)
         if entry is None or not entry.ref.is_alive():
@@ -165,8 +231,14 @@ class RouterActor(GeventActor):
         return ClaimResult(entry.ref)
 
     def _ended(self, msg: SessionEnded) -> None:
-        if self.sessions.pop(msg.session_id, None) is None:
-            return
+        entry = self.sessions.get(msg.session_id)
+        if entry is None or (msg.ref is not None and entry.ref is not msg.ref):
+            return  # forgotten already (handed over), or a newer actor holds the id now
+        self._forget(msg.session_id, msg.user_id)
+
+    def _forget(self, session_id: str, user_id: str | None) -> None:
+        del self.sessions[session_id]
+        msg = SessionEnded(session_id, user_id)
         if msg.user_id is not None:
             ids = self.users.get(msg.user_id)
             if ids is not None:
@@ -178,30 +250,43 @@ class RouterActor(GeventActor):
         session = self.sessions.get(msg.session_id)
         if session is None:
             return  # the session ended meanwhile
-        msg = JoinRoom(msg.room_id, msg.session_id, session.ref, session.offer)
+        cursor = msg.cursor
+        msg = JoinRoom(msg.room_id, msg.session_id, cursor, session.ref, session.offer)
         entry = self.rooms.get(msg.room_id)
         if entry is None:
             ref = RoomActor.start(msg.room_id, self.actor_ref, self._behaviour_for(msg.room_id))
             entry = self.rooms[msg.room_id] = _RoomEntry(ref)
+            if self.links is not None:
+                self.links.subscribe(msg.room_id, cursor)
         entry.routed += 1
         tell_quietly(entry.ref, msg)
 
     def _send_to_sessions(self, msg: SendToSessions) -> None:
         deliver = Deliver(msg.frame)
+        relay = self.links.relay if self.links is not None and msg.relay else None
         if msg.session_id is not None:
             entry = self.sessions.get(msg.session_id)
             if entry is not None:
                 offer_quietly(entry.offer, deliver)
+            elif relay is not None:
+                relay(msg.session_id, None, msg.frame.body)
         elif msg.user_id is not None:
             for session_id in list(self.users.get(msg.user_id, ())):
                 offer_quietly(self.sessions[session_id].offer, deliver)
+            if relay is not None:
+                relay(None, msg.user_id, msg.frame.body)
         else:
             for entry in list(self.sessions.values()):
                 offer_quietly(entry.offer, deliver)
+            if relay is not None:
+                relay(None, None, msg.frame.body)
 
     def _stop_all(self, msg: StopAll) -> None:
         for entry in list(self.sessions.values()):
-            tell_quietly(entry.ref, EndSession(msg.close_code, msg.reason))
+            if msg.keep:
+                tell_quietly(entry.ref, DropSession(msg.close_code, msg.reason, release=True))
+            else:
+                tell_quietly(entry.ref, EndSession(msg.close_code, msg.reason))
         for room in list(self.rooms.values()):
             room.ref.stop()
         self.rooms.clear()

@@ -1,6 +1,6 @@
 """The ``wscore`` command.
 
-    wscore run MODULE:ATTR [--host H] [--port P] [--log-level L]
+    wscore run MODULE:ATTR [--host H] [--port P] [--redis URL] [--log-level L]
     wscore client URL [...]            interactive line client
     wscore sandbox proxy|run ...       the flaky-network sandbox
 
@@ -60,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
+    if args.redis is not None:
+        overrides["redis_url"] = args.redis
     if overrides:
         server.config = attrs.evolve(server.config, **overrides)
     server.start()
@@ -87,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default=None)
     run.add_argument("--port", type=int, default=None)
     run.add_argument("--log-level", default="INFO")
+    run.add_argument("--redis", default=None, metavar="URL",
+                     help="redis://HOST:PORT/DB: sessions and rooms in Redis, shared by every node")
     sub.add_parser("client", help="interactive line client (wscore client URL)")
     sub.add_parser("sandbox", help="flaky-network sandbox (wscore sandbox proxy|run …)")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ cleans up fast. Derive variants with :func:`attrs.evolve` (validators re-run).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -34,6 +35,23 @@ def _port(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
 def _path(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(f"path must start with '/', got {value!r}")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _redis_url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
+        raise ConfigError(f"redis_url must look like redis://HOST:PORT/DB, got {value!r}")
+
+
+def _node_id(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+        raise ConfigError(f"node_id must be 1-64 characters of A-Z a-z 0-9 . _ : -, got {value!r}")
 
 
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
@@ -100,6 +118,13 @@ class WsServerConfig:
     #: (sessions, replay buffers); full collections scanning them showed up as
     #: 100+ ms latency tails (see docs/guarantees.md). False leaves the GC alone.
     gc_tuning: bool = True
+    # -- beyond one process (SPEC §6, docs/scaling.md) -----------------------------
+    #: ``redis://HOST:PORT/DB``: sessions, rooms and resumes live in Redis and span
+    #: every node sharing it. None (the default): embedded, one process, in memory.
+    redis_url: str | None = attrs.field(default=None, validator=_redis_url)
+    #: This node's name in Redis (ownership, node-to-node messages). None: made at
+    #: ``start()``, unique per process (``hostname-pid-random``).
+    node_id: str | None = attrs.field(default=None, validator=_node_id)
 
     def __attrs_post_init__(self) -> None:
         if self.ping_timeout <= self.ping_interval:

@@ -13,6 +13,7 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_REPLACED",
+    "CLOSE_SERVICE_RESTART",
     "PROTOCOL_VERSION",
     "ErrorCode",
     "SysEvent",
@@ -26,6 +27,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # server shutdown (SPEC §3)
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_MESSAGE_TOO_BIG = 1009  # frame over max_message_bytes (SPEC §3)
+CLOSE_SERVICE_RESTART = 1012  # with Redis: shutdown keeps the sessions, reconnect now (SPEC §6)
 # Application range (RFC 6455 §7.4.2: 4000-4999 are private use).
 CLOSE_REPLACED = 4000  # the session was resumed on another connection (SPEC §3)
 

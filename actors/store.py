@@ -1,0 +1,102 @@
+"""The durability seam of a session: what a :class:`~actors.session.SessionActor` stores, and where.
+
+The embedded default has no store (``SessionEnv.store is None``): the session's
+in-memory :class:`~wscore.protocol.server_session.ServerSession` is all there
+is, exactly as before. With Redis (SPEC §6) the server hands every session a
+:class:`SessionStore` — implemented by :class:`wscore.cluster.store.RedisSessionStore`,
+which this package never imports (layers run one way: the server composes).
+
+Contract the actor keeps with a store (docs/scaling.md "Store before send"):
+
+* every write returns a future (``gevent.event.AsyncResult``) at once, never
+  blocking the actor for a round trip; the store's writes of one node run in
+  submission order down one connection, and a write submitted after one that
+  failed for a lost connection fails too;
+* the actor writes nothing to a socket until every store write it submitted
+  before that socket write has succeeded (numbered frames, the inbound
+  position behind a ``sys.ack``, ``data``, room membership, room publishes);
+* a failed write ends the node's hold on the session: :meth:`SessionStore.failure`
+  says whether another node owns it now (``"fenced"``: close 4000), Redis lost
+  it (``"lost"``) or Redis is unreachable (``"unavailable"``); the session is
+  then dropped from this node, never silently continued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import gevent.event
+
+__all__ = ["ClusterLinks", "Hydration", "RoomEntries", "SessionStore", "room_wire", "split_room_wire"]
+
+#: (room's current seq, [(seq, wire as published), …]) from a room's short stream.
+RoomEntries = tuple[int, list[tuple[int, str]]]
+
+
+@attrs.frozen(kw_only=True)
+class Hydration:
+    """A session's state read from the store by the node that claimed it (a resume elsewhere)."""
+
+    epoch: int
+    #: The client's ``last_seq``: the stream is positioned there, acknowledged.
+    resume_from: int
+    #: The numbered frames after ``resume_from`` (wire text, in order).
+    frames: list[str]
+    inbound: int
+    data: Any
+    #: room id → the room seq this session's log holds up to.
+    rooms: dict[str, int]
+
+
+class SessionStore(Protocol):
+    """Where a node's sessions keep what must outlive the node (see the module docstring)."""
+
+    node_id: str
+
+    def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
+               room_seq: int) -> gevent.event.AsyncResult: ...
+    def ack(self, session_id: str, epoch: int, seq: int) -> None: ...
+    def record_inbound(self, session_id: str, epoch: int, s: int) -> gevent.event.AsyncResult: ...
+    def set_data(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult: ...
+    def join_room(self, session_id: str, epoch: int, room_id: str, cursor: int
+                  ) -> gevent.event.AsyncResult: ...
+    def leave_room(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult: ...
+    def publish(self, room_id: str, exclude: str | None, body: str) -> gevent.event.AsyncResult: ...
+    def room_since(self, room_id: str, after: int) -> RoomEntries:
+        """Blocking (a gap fill): raises if the store cannot answer."""
+        ...
+    def end(self, session_id: str, epoch: int) -> None: ...
+    def release(self, session_id: str, epoch: int) -> None: ...
+    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None]) -> None:
+        """Keep the session's lease alive until :meth:`disown`; ``on_lost(kind)`` if that fails."""
+        ...
+    def disown(self, session_id: str) -> None: ...
+    def failure(self, error: BaseException) -> str:
+        """``"fenced"``, ``"lost"`` or ``"unavailable"`` for a failed write's exception."""
+        ...
+
+
+def split_room_wire(wire: str) -> tuple[str | None, str]:
+    """(excluded sender or None, frame body) of a room message as published (see the store)."""
+    exclude, _, body = wire.partition("\n")
+    return exclude or None, body
+
+
+def room_wire(exclude: str | None, body: str) -> str:
+    """A room message as published: the excluded sender's id, a newline, the frame body."""
+    return f"{exclude or ''}\n{body}"
+
+
+@attrs.frozen(kw_only=True)
+class ClusterLinks:
+    """What the router calls to reach beyond this node (Redis mode), handed over by the server."""
+
+    #: Publish a room message (the room's order is assigned in Redis); a future.
+    publish: Callable[[str, str | None, str], gevent.event.AsyncResult]
+    #: This node starts/stops receiving a room's messages (first/last local member).
+    subscribe: Callable[[str, int | None], None]
+    unsubscribe: Callable[[str], None]
+    #: Relay a push to the sessions other nodes own: (session_id, user_id, frame body).
+    relay: Callable[[str | None, str | None, str], None]
