@@ -76,7 +76,7 @@ from actors.messages import (
     TimerFired,
     Unparseable,
 )
-from actors.store import Hydration, SessionStore, split_room_wire
+from actors.store import Hydration, SessionStore, room_wire, split_room_wire
 from wscore.auth import AuthResult
 from wscore.config import WsServerConfig
 from wscore.context import WsContext, WsSession
@@ -691,7 +691,7 @@ class SessionActor(GeventActor):
         if store is not None:
             # Published from here, so the client's sys.ack waits for it too (gated).
             if not self._gone:
-                self._gate(store.publish(room_id, exclude, frame.body))
+                self._gate(store.publish(room_id, room_wire(exclude, frame.body)))
             return
         self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
 

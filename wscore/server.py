@@ -14,6 +14,13 @@ Shutdown (:meth:`stop`, SIGTERM in :meth:`serve_forever`): stop accepting,
 end every session (connections get close 1001 "going away" after the frames
 already queued), wait up to ``shutdown_timeout`` for sockets to finish, then
 stop every actor. A stopped server cannot be started again.
+
+With ``redis_url`` (SPEC §6, docs/scaling.md) the server composes a
+:class:`wscore.cluster.node.ClusterNode` (imported only then: the embedded
+default needs no redis-py) and hands its store to every session: frames are
+stored before they are sent, a resume of a session this node does not hold
+claims it in Redis and hydrates it here, rooms and pushes span nodes, and
+shutdown closes connections with 1012 and keeps the sessions in Redis.
 """
 
 from __future__ import annotations
@@ -35,16 +42,22 @@ import pykka
 from actors.connection import ConnectionActor, Outbox
 from actors.handler import HandlerActor
 from actors.messages import (
+    AdoptSession,
     Attach,
     AttachResult,
+    ClaimResult,
     ClaimSession,
     ClientFrame,
     Detach,
+    EndSession,
+    Handover,
     JoinRoom,
     LeaveRoom,
     OpenSession,
     RoomBroadcast,
+    RoomGapped,
     RoomMembers,
+    RoomPublished,
     SendToSessions,
     Stats,
     StopAll,
@@ -52,6 +65,7 @@ from actors.messages import (
 )
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionEnv
+from actors.store import ClusterLinks, Hydration, room_wire
 from wscore import static
 from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
 from wscore.behaviours import WsActorController, WsController
@@ -59,8 +73,8 @@ from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
-from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
-from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
+from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_SERVICE_RESTART, ErrorCode
+from wscore.protocol.envelope import EncodedFrame, decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
 
 __all__ = ["Rooms", "WsServer"]
@@ -101,11 +115,13 @@ class Rooms:
                 raise WsError(ErrorCode.RATE_LIMIT_EXCEEDED,
                               f"a session may be in at most {cap} rooms",
                               {"limit": "max_rooms_per_session", "max": cap})
+            cursor = self._server._room_cursor(room_id)
             # Visible at once to the handler that asked; the room confirms it again.
             session._rooms.add(room_id)
-            self._server._router.tell(JoinRoom(room_id, session.id))
+            self._server._router.tell(JoinRoom(room_id, session.id, cursor))
         else:
-            self._server._router.tell(JoinRoom(room_id, str(session)))
+            self._server._router.tell(JoinRoom(room_id, str(session),
+                                               self._server._room_cursor(room_id)))
 
     def leave(self, room_id: str, session: WsSession | str) -> None:
         room_id = _room_id(room_id)
@@ -117,7 +133,17 @@ class Rooms:
         self._server._router.tell(LeaveRoom(room_id, session_id))
 
     def members(self, room_id: str) -> list[str]:
-        """Session ids in the room (server-side data: never send them to other clients)."""
+        """Session ids in the room (server-side data: never send them to other clients).
+
+        With Redis: the members on every node (read from Redis; blocks for a round trip).
+        """
+        cluster = self._server._cluster
+        if cluster is not None:
+            try:
+                found: list[str] = cluster.log.room_members(_room_id(room_id))
+                return found
+            except Exception as exc:
+                raise WsError(ErrorCode.INTERNAL_ERROR, "room membership is unavailable") from exc
         ref = self._server._router.ask(FindRoom(_room_id(room_id)), timeout=_ASK_TIMEOUT)
         if ref is None:
             return []
@@ -189,6 +215,10 @@ class WsServer:
         self._heartbeat: gevent.Greenlet | None = None
         self._state = "new"
         self._mounted: static.WsgiApp | None = None
+        #: With redis_url: the node's Redis parts (wscore.cluster.node.ClusterNode).
+        self._cluster: Any = None
+        #: This node's id (with Redis): config.node_id, or made at start().
+        self.node_id: str | None = self.config.node_id
 
     # -- handlers ------------------------------------------------------------------------------
     @overload
@@ -279,8 +309,12 @@ class WsServer:
         if self.config.require_auth and self.authenticator is None:
             raise ConfigError("require_auth=True needs an authenticator: WsServer(authenticator=…)")
         cfg = self.config
+        links = None
+        if cfg.redis_url is not None:
+            self._start_cluster()
+            links = self._cluster_links()
         self._router = RouterActor.start(make_env=self._make_env,
-                                         behaviour_for=self.rooms._behaviour_for)
+                                         behaviour_for=self.rooms._behaviour_for, links=links)
         self._transport = TransportServer(
             host=cfg.host, port=cfg.port, path=cfg.path, http_app=self._http,
             on_websocket=self._serve_connection, gate=self._gate,
@@ -292,6 +326,8 @@ class WsServer:
             self._transport.start()
         except OSError as exc:
             self._router.stop()
+            if self._cluster is not None:
+                self._cluster.stop()
             self._state = "stopped"
             raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
                               ) from None
@@ -301,6 +337,90 @@ class WsServer:
             gc.set_threshold(t0, t1, max(t2, _GC_FULL_COLLECTION_THRESHOLD))
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
         log.info("wscore listening on %s", self.url)
+
+    # -- Redis (SPEC §6) -----------------------------------------------------------------------
+    def _start_cluster(self) -> None:
+        from wscore.cluster.errors import ClusterError
+        from wscore.cluster.node import ClusterNode, make_node_id
+        from wscore.cluster.session_log import LogLimits
+
+        cfg = self.config
+        assert cfg.redis_url is not None
+        self.node_id = cfg.node_id or make_node_id()
+        node = ClusterNode(
+            cfg.redis_url, self.node_id,
+            limits=LogLimits(max_buffered_messages=cfg.max_buffered_messages,
+                             max_buffered_bytes=cfg.max_buffered_bytes, session_ttl=cfg.session_ttl),
+            on_room_message=self._on_room_message, on_room_gap=self._on_room_gap,
+            on_bus=self._on_bus,
+        )
+        try:
+            node.start()
+        except ClusterError as exc:
+            raise ConfigError(f"Redis at {cfg.redis_url} is unusable: {exc}") from None
+        self._cluster = node
+        log.info("node %s uses Redis at %s", self.node_id, cfg.redis_url)
+
+    def _cluster_links(self) -> ClusterLinks:
+        node = self._cluster
+        bus = node.bus
+
+        def relay(session_id: str | None, user_id: str | None, body: str) -> None:
+            try:
+                bus.send_to_all({"k": "push", "sid": session_id, "uid": user_id, "b": body})
+            except Exception as exc:
+                log.warning("push not relayed to the other nodes: %s", exc)
+
+        return ClusterLinks(
+            publish=lambda room_id, exclude, body: node.store.publish(room_id, room_wire(exclude, body)),
+            subscribe=lambda room_id, cursor: node.subscriber.subscribe(room_id, after_seq=cursor),
+            unsubscribe=node.subscriber.unsubscribe,
+            relay=relay,
+        )
+
+    def _on_room_message(self, room_id: str, seq: int, wire: str) -> None:
+        router = self._router
+        if router is not None:
+            try:
+                router.tell(RoomPublished(room_id, seq, wire))
+            except pykka.ActorDeadError:
+                pass
+
+    def _on_room_gap(self, gap: Any) -> None:
+        router = self._router
+        if router is not None:
+            try:
+                router.tell(RoomGapped(gap.room_id, gap.last_missing))
+            except pykka.ActorDeadError:
+                pass
+
+    def _on_bus(self, message: dict[str, Any]) -> None:
+        router = self._router
+        if router is None:
+            return
+        kind = message.get("k")
+        try:
+            if kind == "handover" and isinstance(message.get("sid"), str):
+                router.tell(Handover(message["sid"]))
+            elif kind == "push" and isinstance(message.get("b"), str):
+                sid, uid = message.get("sid"), message.get("uid")
+                router.tell(SendToSessions(EncodedFrame(message["b"]),
+                                           session_id=sid if isinstance(sid, str) else None,
+                                           user_id=uid if isinstance(uid, str) else None,
+                                           relay=False))
+        except pykka.ActorDeadError:
+            pass
+
+    def _room_cursor(self, room_id: str) -> int | None:
+        """With Redis: the room's seq now (a joiner gets what is published after it)."""
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        try:
+            current: int = cluster.publisher.current(room_id)
+        except Exception as exc:
+            raise WsError(ErrorCode.INTERNAL_ERROR, "rooms are unavailable (Redis)") from exc
+        return current
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT."""
@@ -334,14 +454,21 @@ class WsServer:
         if self._heartbeat is not None:
             self._heartbeat.kill(block=False)
         transport._server.close()  # stop accepting; live connections carry on
+        cluster = self._cluster
+        # With Redis the sessions stay (in Redis): 1012 says "reconnect now, anywhere".
+        code = CLOSE_GOING_AWAY if cluster is None else CLOSE_SERVICE_RESTART
         try:
-            self._router.tell(StopAll(CLOSE_GOING_AWAY, "server shutting down"))
+            self._router.tell(StopAll(code, "server shutting down", keep=cluster is not None))
         except pykka.ActorDeadError:
             pass
         for conn in list(self._conns.values()):
-            conn.outbox.close(CLOSE_GOING_AWAY, "server shutting down")
+            conn.outbox.close(code, "server shutting down")
         self._all_closed.wait(timeout=self.config.shutdown_timeout)
         transport.stop(timeout=1.0)
+        if cluster is not None:
+            # What the sessions queued (their last appends, the releases) goes first.
+            cluster.flush(timeout=max(self.config.shutdown_timeout, 1.0))
+            cluster.stop()
         for ref in self._handler_actors:
             ref.stop(block=False)
         self._state = "stopped"
@@ -351,6 +478,9 @@ class WsServer:
     def stats(self) -> dict[str, Any]:
         """Cheap counters: connections, sessions, rooms (asks the router)."""
         counts: dict[str, Any] = {"connections": len(self._conns)}
+        if self._cluster is not None:
+            counts["node"] = self.node_id
+            counts["redis"] = "ok" if self._cluster.up else "down"
         if self._router is not None and self._router.is_alive():
             try:
                 counts.update(self._router.ask(Stats(), timeout=_ASK_TIMEOUT))
@@ -360,7 +490,8 @@ class WsServer:
 
     def _make_env(self, router: Any) -> SessionEnv:
         return SessionEnv(config=self.config, handlers=self._handlers, router=router,
-                          authenticate=self._run_authenticator if self.authenticator else None)
+                          authenticate=self._run_authenticator if self.authenticator else None,
+                          store=self._cluster.store if self._cluster is not None else None)
 
     # -- heartbeat ------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -385,6 +516,9 @@ class WsServer:
             return ("404 Not Found", f"no WebSocket endpoint at {environ.get('PATH_INFO')}")
         if self._state != "running":
             return ("503 Service Unavailable", "server is shutting down")
+        if self._cluster is not None and not self._cluster.up:
+            # Nothing could be stored: refuse now rather than accept and drop (SPEC §6).
+            return ("503 Service Unavailable", "session store (Redis) unavailable")
         if cfg.allowed_origins is not None:
             origin = environ.get("HTTP_ORIGIN")
             if origin not in cfg.allowed_origins:
@@ -422,8 +556,8 @@ class WsServer:
             start_response("204 No Content", headers)
             return []
         elif path == "/healthz" and method in ("GET", "HEAD"):
-            status = "200 OK"
             body = {"status": "ok" if self._state == "running" else self._state, **self.stats()}
+            status = "503 Service Unavailable" if body.get("redis") == "down" else "200 OK"
         elif path == self.config.path:
             status, body = "426 Upgrade Required", {"error": "this endpoint speaks WebSocket"}
             headers.append(("Upgrade", "websocket"))
@@ -523,6 +657,11 @@ class WsServer:
         if resume_id:
             last_seq = _int_or_zero(transport.query.get("last_seq"))
             claim = router.ask(ClaimSession(resume_id, auth.user_id), timeout=_ASK_TIMEOUT)
+            if claim.refusal == "not_found" and self._cluster is not None:
+                claim = self._claim_elsewhere(resume_id, auth.user_id, last_seq)
+                if claim is None:
+                    transport.close(CLOSE_SERVICE_RESTART, "session store unavailable; retry")
+                    return None
             if claim.refusal == "wrong_user":
                 log.info("refused a resume by another user (%r)", auth.user_id)
                 self._refuse(transport, WsError(ErrorCode.AUTH_FAILED,
@@ -546,10 +685,41 @@ class WsServer:
                 "the session expired or cannot be resumed; its state was lost",
             ), now_ms=_now_ms()).unnumbered())
         opened = router.ask(OpenSession(auth.user_id), timeout=_ASK_TIMEOUT)
+        if self._cluster is not None:
+            try:
+                self._cluster.create(opened.session_id, auth.user_id)
+            except Exception as exc:
+                log.warning("new session not stored (%s); connection refused", exc)
+                opened.session_ref.tell(EndSession(CLOSE_SERVICE_RESTART, "store unavailable"))
+                transport.close(CLOSE_SERVICE_RESTART, "session store unavailable; retry")
+                return None
         result = opened.session_ref.ask(
             Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport),
                    client_tag, attempt), timeout=_ASK_TIMEOUT)
         return opened.session_ref if result.ok else None
+
+    def _claim_elsewhere(self, session_id: str, user_id: str | None, last_seq: int
+                         ) -> ClaimResult | None:
+        """A resume of a session this node does not hold: claim it in Redis and hydrate it here.
+
+        None when Redis cannot answer now (the caller closes with 1012: the
+        session may well exist, so it must not be answered 1006).
+        """
+        from wscore.cluster.errors import ClusterError
+        from wscore.cluster.node import Resumed
+
+        try:
+            outcome = self._cluster.resume(session_id, user_id, last_seq)
+        except ClusterError as exc:
+            log.warning("resume not possible now (Redis): %s", exc)
+            return None
+        if not isinstance(outcome, Resumed):
+            return ClaimResult(None, "wrong_user" if outcome == "wrong_user" else "not_found")
+        c = outcome.claim
+        hydration = Hydration(epoch=c.epoch, resume_from=outcome.resume_from, frames=outcome.frames,
+                              inbound=c.inbound, data=c.data, rooms=dict(c.rooms))
+        opened = self._router.ask(AdoptSession(session_id, user_id, hydration), timeout=_ASK_TIMEOUT)
+        return ClaimResult(opened.session_ref)
 
     def _read_loop(self, conn_id: int, outbox: Outbox, transport: WsTransport, session_ref: Any
                    ) -> None:

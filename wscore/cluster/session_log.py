@@ -369,6 +369,40 @@ class SessionLog:
         ))
         return removed
 
+    # -- the non-blocking forms (a session actor never waits for a round trip) ---------------
+    def ack_nowait(self, session_id: str, epoch: int, seq: int) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.ACK, session_id, epoch, seq, self.limits.session_ttl_ms), int)
+
+    def accept_inbound_nowait(self, session_id: str, epoch: int, s: int) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s,
+                                 self.limits.session_ttl_ms), bool)
+
+    def set_data_nowait(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data),
+                                 self.limits.session_ttl_ms), lambda r: r)
+
+    def join_room_nowait(self, session_id: str, epoch: int, room_id: str, *, cursor: int = 0
+                         ) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor,
+                                 self.limits.session_ttl_ms, self.prefix, session_id), bool)
+
+    def leave_room_nowait(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
+                                 self.limits.session_ttl_ms, self.prefix, session_id), bool)
+
+    def renew_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
+        lim = self.limits
+        return _mapped(self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms,
+                                 lim.session_ttl_ms, self.prefix), lambda r: r)
+
+    def release_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms),
+                       lambda r: r)
+
+    def end_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
+        return _mapped(self._run(scripts.END, session_id, epoch, self.prefix, session_id),
+                       lambda r: r)
+
     # -- reads (unfenced, write nothing) -----------------------------------------------------
     def read(self, session_id: str) -> SessionRecord | None:
         """A snapshot of the session's record, or None when Redis has no such session."""

@@ -1,0 +1,248 @@
+"""Two (or more) WsServer nodes sharing one real redis-server, in this test process.
+
+Raw third-party clients (websocket-client) and the bundled WsClient; no mocks.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from clusterapp import build
+from redisproc import RedisServer
+from wshelpers import RawClient, wait_for
+
+from wscore import WsServer, WsServerConfig
+from wscore.errors import ConfigError
+
+Node = Callable[..., WsServer]
+
+
+@pytest.fixture
+def make_node(redis_server: RedisServer) -> Iterator[Node]:
+    made: list[WsServer] = []
+
+    def make(**overrides: Any) -> WsServer:
+        cfg = WsServerConfig.dev(**{"host": "127.0.0.1", "port": 0, "redis_url": redis_server.url,
+                                    "session_ttl": 60.0, "shutdown_timeout": 2.0, **overrides})
+        server = build(cfg)
+        server.start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawClient]]:
+    made: list[RawClient] = []
+
+    def connect(url: str) -> RawClient:
+        client = RawClient(url)
+        made.append(client)
+        return client
+
+    yield connect
+    for client in made:
+        client.close()
+
+
+def connected(client: RawClient) -> dict[str, Any]:
+    frame = client.recv()
+    assert frame["e"] == "sys.connected", frame
+    return frame["p"]  # type: ignore[no-any-return]
+
+
+def numbered(frames: list[dict[str, Any]]) -> list[int]:
+    return [f["s"] for f in frames if "s" in f]
+
+
+def healthz(server: WsServer) -> tuple[int, dict[str, Any]]:
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_healthz_names_the_node_and_redis(make_node: Node) -> None:
+    node = make_node(node_id="node-a")
+    status, body = healthz(node)
+    assert status == 200 and body["node"] == "node-a" and body["redis"] == "ok"
+
+
+def test_node_id_is_made_unique_per_server_when_not_given(make_node: Node) -> None:
+    a, b = make_node(), make_node()
+    assert a.node_id and b.node_id and a.node_id != b.node_id
+
+
+def test_unusable_redis_at_start_is_a_config_error() -> None:
+    from redisproc import free_port
+
+    server = build(WsServerConfig.dev(port=0, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    with pytest.raises(ConfigError, match="Redis"):
+        server.start()
+
+
+def test_bad_redis_url_and_node_id_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        WsServerConfig.dev(redis_url="http://x")
+    with pytest.raises(ConfigError):
+        WsServerConfig.dev(node_id="has space")
+
+
+def test_resume_on_another_node_gets_every_missed_frame_once_with_data(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=alice")
+    info = connected(c)
+    sid = info["sessionId"]
+    assert c.request("count", c="1")["p"] == 1
+    assert c.request("count", c="2")["p"] == 2
+    seen = c.request("echo", "x", c="3")["s"]
+    c.send({"e": "sys.ack", "p": {"s": seen}})
+    # Frames the client never reads: sent after the last frame it saw.
+    for i in range(5):
+        c.send({"e": "echo", "p": i, "c": f"m{i}"})
+    wait_for(lambda: _log_last(redis_server, sid) >= seen + 5, what="5 replies stored")
+    c.cut()
+    d = raw(b.url + f"?token=alice&session={sid}&last_seq={seen}")
+    info = connected(d)
+    assert info["resumed"] is True and info["lastSeq"] == seen + 5
+    replay = [d.recv() for _ in range(5)]
+    assert numbered(replay) == list(range(seen + 1, seen + 6))
+    assert [f["p"] for f in replay] == [0, 1, 2, 3, 4]
+    # Its data came along; numbering goes on with no s reused.
+    reply = d.request("count", c="4")
+    assert reply["p"] == 3 and reply["s"] == seen + 6
+
+
+def _log_last(redis_server: RedisServer, sid: str) -> int:
+    value = redis_server.admin().hget(f"wscore:s:{{{sid}}}:m", "last")
+    return int(value) if value is not None else 0
+
+
+def test_the_old_owner_is_closed_with_4000_and_fenced(
+        make_node: Node, raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=bob")
+    sid = connected(c)["sessionId"]
+    last = c.request("echo", 1, c="1")["s"]
+    d = raw(b.url + f"?token=bob&session={sid}&last_seq={last}")
+    assert connected(d)["resumed"] is True
+    assert c.recv_close() == 4000
+    # The new owner serves it; the old node holds nothing of it any more.
+    assert d.request("echo", 2, c="2")["s"] == last + 1
+    wait_for(lambda: a.stats()["sessions"] == 0, what="old node dropped the session")
+
+
+def test_an_old_owner_cannot_write_after_a_claim(make_node: Node, raw: Callable[..., RawClient],
+                                                 redis_server: RedisServer) -> None:
+    from wscore.cluster import Generation, RedisWriter, SessionLog
+
+    a = make_node()
+    c = raw(a.url + "?token=carol")
+    sid = connected(c)["sessionId"]
+    last = c.request("echo", 1, c="1")["s"]
+    # Another node claims it behind this node's back (the hand-over message is never sent).
+    writer = RedisWriter(redis_server.url)
+    writer.start()
+    try:
+        gen = Generation(writer)
+        gen.establish()
+        log = SessionLog(writer, gen)
+        claim = log.claim(sid, "intruder")
+        # The old owner's next append is refused by the fence: it sends nothing, closes 4000.
+        c.send({"e": "echo", "p": 2, "c": "2"})
+        assert c.recv_close() == 4000
+        record = log.read(sid)
+        assert record is not None and record.last_seq == last and record.epoch == claim.epoch
+    finally:
+        writer.stop()
+
+
+def test_members_on_two_nodes_see_one_room_order(make_node: Node,
+                                                 raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    clients = [raw(a.url + "?token=u0"), raw(b.url + "?token=u1"), raw(a.url + "?token=u2"),
+               raw(b.url + "?token=u3")]
+    for client in clients:
+        connected(client)
+        assert client.request("join", {"room": "lobby"}, c="j")["p"] is True
+    assert clients[0].request("members", {"room": "lobby"}, c="m")["p"] == 4
+    per_sender = 10
+    for i in range(per_sender):
+        for n, client in enumerate(clients):
+            client.send({"e": "say", "p": {"room": "lobby", "from": n, "i": i}})
+    orders = []
+    for client in clients:
+        got: list[tuple[int, int]] = []
+        while len(got) < per_sender * len(clients):
+            frame = client.recv()
+            if frame["e"] == "said":
+                got.append((frame["p"]["from"], frame["p"]["i"]))
+        orders.append(got)
+    assert all(order == orders[0] for order in orders)
+    assert sorted(orders[0]) == sorted((n, i) for i in range(per_sender) for n in range(4))
+
+
+def test_send_to_user_reaches_a_user_on_the_other_node(make_node: Node,
+                                                      raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    dave = raw(b.url + "?token=dave")
+    connected(dave)
+    erin = raw(a.url + "?token=erin")
+    connected(erin)
+    assert erin.request("tell_user", {"user": "dave", "x": 1}, c="t")["p"] is True
+    told = dave.recv_until(lambda f: f["e"] == "told")
+    assert told["p"]["x"] == 1 and "s" in told
+
+
+def test_sigterm_like_stop_closes_with_1012_and_the_session_resumes_elsewhere(
+        make_node: Node, raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=frank")
+    sid = connected(c)["sessionId"]
+    assert c.request("count", c="1")["p"] == 1
+    last = c.request("echo", 1, c="2")["s"]
+    a.stop()
+    assert c.recv_close() == 1012
+    d = raw(b.url + f"?token=frank&session={sid}&last_seq={last}")
+    assert connected(d)["resumed"] is True
+    assert d.request("count", c="3")["p"] == 2
+
+
+def test_flushall_makes_resumes_answer_1006_not_a_gap(make_node: Node, raw: Callable[..., RawClient],
+                                                     redis_server: RedisServer) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=gina")
+    sid = connected(c)["sessionId"]
+    last = c.request("echo", 1, c="1")["s"]
+    c.cut()
+    redis_server.flushall()
+    d = raw(b.url + f"?token=gina&session={sid}&last_seq={last}")
+    err = d.recv()
+    assert err["e"] == "sys.error" and err["p"]["code"] == 1006
+    info = connected(d)
+    assert info["resumed"] is False and info["sessionId"] != sid
+    # The node works on with a new generation.
+    assert d.request("echo", 2, c="2")["p"] == 2
+
+
+def test_wrong_user_gets_1004_and_the_session_stays(make_node: Node,
+                                                   raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=hank")
+    sid = connected(c)["sessionId"]
+    last = c.request("echo", 1, c="1")["s"]
+    d = raw(b.url + f"?token=mallory&session={sid}&last_seq={last}")
+    err = d.recv()
+    assert err["e"] == "sys.error" and err["p"]["code"] == 1004
+    assert c.request("echo", 2, c="2")["s"] == last + 1

@@ -1,0 +1,176 @@
+"""Node-to-node messages over Redis pub/sub: hand-overs and pushes to sessions held elsewhere.
+
+Every node subscribes to two channels: ``<prefix>:n:<node_id>`` (messages for
+it alone: "another node claimed session X, drop it") and ``<prefix>:all``
+(pushes for sessions, users or everyone, which every node delivers to the
+sessions it holds). Messages are JSON objects; ``o`` names the sending node,
+and a node ignores its own messages on ``all`` (it delivered locally).
+
+Pub/sub is best-effort: a message published while a node is reconnecting is
+lost, and nothing reports it. Nothing that needs a guarantee relies on it:
+
+* a lost hand-over only delays the old owner's 4000 close until its next
+  write, which the fencing epoch refuses (STYLE §15), or its next lease
+  renewal, refused the same way;
+* a push relayed to other nodes (``send_to_session`` of a session this node
+  does not hold, ``send_to_user``, ``broadcast``) reaches the sessions a live
+  node holds when it arrives, at most once (docs/scaling.md says so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import redis
+
+from wscore.cluster.errors import ClusterError
+from wscore.cluster.writer import CONNECTION_ERRORS, RedisConnection, RedisWriter, open_connection
+
+__all__ = ["NodeBus"]
+
+log = logging.getLogger("wscore.cluster.bus")
+
+_READER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NodeBus:
+    """The node's pub/sub reader for node messages, and the sender (through the writer)."""
+
+    def __init__(
+        self,
+        url: str,
+        writer: RedisWriter,
+        *,
+        node_id: str,
+        on_message: Callable[[dict[str, Any]], None],
+        prefix: str = "wscore",
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 0.5,
+        ping_interval: float = 1.0,
+        reconnect_min_delay: float = 0.05,
+        reconnect_max_delay: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.writer = writer
+        self.node_id = node_id
+        self.on_message = on_message
+        self.prefix = prefix
+        self.own_channel = f"{prefix}:n:{node_id}"
+        self.all_channel = f"{prefix}:all"
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.reconnect_min_delay = reconnect_min_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self._conn: RedisConnection | None = None
+        self._greenlet: gevent.Greenlet[Any, Any] | None = None
+        self._stopped = gevent.event.Event()
+        self._subscribed = gevent.event.Event()
+        self.received = 0
+
+    # -- sending ------------------------------------------------------------------------------
+    def channel_of(self, node_id: str) -> str:
+        return f"{self.prefix}:n:{node_id}"
+
+    def send_to_node(self, node_id: str, message: dict[str, Any]) -> gevent.event.AsyncResult:
+        """Publish ``message`` to one node (raises ClusterError at once while Redis is down)."""
+        return self.writer.submit("PUBLISH", self.channel_of(node_id),
+                                  json.dumps({**message, "o": self.node_id}))
+
+    def send_to_all(self, message: dict[str, Any]) -> gevent.event.AsyncResult:
+        """Publish ``message`` to every other node."""
+        return self.writer.submit("PUBLISH", self.all_channel, json.dumps({**message, "o": self.node_id}))
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._greenlet is not None:
+            raise RuntimeError("bus already started")
+        self._greenlet = gevent.spawn(self._run)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """True once the first subscription is active (a node listens before it serves)."""
+        return bool(self._subscribed.wait(timeout))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=5)
+            self._greenlet = None
+        self._drop()
+
+    def _run(self) -> None:
+        delay = self.reconnect_min_delay
+        while not self._stopped.is_set():
+            try:
+                conn = open_connection(self.url, socket_timeout=self.socket_timeout,
+                                       connect_timeout=self.connect_timeout, name="wscore-bus")
+                conn.connect()
+                self._conn = conn
+                conn.send_command("SUBSCRIBE", self.own_channel, self.all_channel, check_health=False)
+            except CONNECTION_ERRORS as exc:
+                log.debug("node bus connect failed: %s", exc)
+                self._drop()
+                if self._stopped.wait(delay):
+                    return
+                delay = min(delay * 2, self.reconnect_max_delay)
+                continue
+            delay = self.reconnect_min_delay
+            try:
+                self._read_loop(conn)
+            except _READER_ERRORS as exc:
+                log.warning("node bus lost its connection: %s", exc)
+            self._drop()
+            if self._stopped.wait(self.reconnect_min_delay):
+                return
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except CONNECTION_ERRORS:
+                pass
+
+    def _read_loop(self, conn: RedisConnection) -> None:
+        unanswered_pings = 0
+        while not self._stopped.is_set():
+            if not conn.can_read(timeout=self.ping_interval):
+                if unanswered_pings >= 2:
+                    raise redis.exceptions.TimeoutError("Redis did not answer two pings")
+                conn.send_command("PING", check_health=False)
+                unanswered_pings += 1
+                continue
+            reply = conn.read_response()
+            unanswered_pings = 0
+            if not isinstance(reply, list):
+                continue
+            kind = _text(reply[0]).lower()
+            if kind == "subscribe":
+                self._subscribed.set()
+            elif kind == "message":
+                self._dispatch(_text(reply[1]), _text(reply[2]))
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("node bus: not JSON on %s, ignored", channel)
+            return
+        if not isinstance(message, dict):
+            return
+        if channel == self.all_channel and message.get("o") == self.node_id:
+            return  # our own push: delivered locally already
+        self.received += 1
+        try:
+            self.on_message(message)
+        except Exception:
+            log.exception("node bus callback failed")

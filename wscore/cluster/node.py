@@ -1,0 +1,317 @@
+"""One node's Redis parts, composed: what :class:`wscore.WsServer` starts when ``redis_url`` is set.
+
+:class:`ClusterNode` owns the node's one :class:`RedisWriter` (every command of
+the node goes through it, STYLE §14), the :class:`Generation`, the
+:class:`SessionLog`, the room publisher and subscriber and the
+:class:`~wscore.cluster.bus.NodeBus`. :class:`RedisSessionStore` is the
+durability a session actor is handed (it implements the protocol
+``actors.store.SessionStore`` structurally: this package never imports
+``actors``).
+
+Failures are classified for the session (``failure()``): ``"fenced"`` (another
+node claimed it), ``"lost"`` (Redis has no such session: flushed, restarted
+empty, expired), ``"unavailable"`` (Redis unreachable, or the writer's queue
+full). Every write method returns a future and never raises: a refusal at
+submit time (writer down) is a failed future, so the actor handles one path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import gevent
+import gevent.event
+
+from wscore.cluster.bus import NodeBus
+from wscore.cluster.errors import ClusterError, Fenced, RedisDataLost, SessionMissing
+from wscore.cluster.generation import Generation
+from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscriber
+from wscore.cluster.session_log import Claim, LogLimits, SessionLog
+from wscore.cluster.writer import RedisWriter, wait_result
+from wscore.protocol.session import ResumeImpossible
+
+__all__ = ["ClusterNode", "RedisSessionStore", "Resumed", "make_node_id"]
+
+log = logging.getLogger("wscore.cluster.node")
+
+
+def make_node_id() -> str:
+    """``hostname-pid-random``: unique per process, readable in Redis and in logs."""
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())[:32] or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _failed(error: BaseException) -> gevent.event.AsyncResult:
+    result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+    result.set_exception(error)
+    return result
+
+
+@attrs.frozen
+class Resumed:
+    """A session this node just claimed for a resume: its record and the frames to replay."""
+
+    claim: Claim
+    resume_from: int
+    frames: list[str]
+
+
+class RedisSessionStore:
+    """A session actor's durability in Redis (see ``actors.store`` for the contract)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        self.log = node.log
+        self.node_id = node.node_id
+        #: session id -> (epoch, on_lost, owned since)
+        self._owned: dict[str, tuple[int, Callable[[str], None], float]] = {}
+
+    def _guard(self, make: Callable[[], gevent.event.AsyncResult]) -> gevent.event.AsyncResult:
+        try:
+            return make()
+        except ClusterError as exc:
+            return _failed(exc)
+
+    def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
+               room_seq: int) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.append_nowait(session_id, epoch, seq, wire, room=room,
+                                                          room_seq=room_seq))
+
+    def ack(self, session_id: str, epoch: int, seq: int) -> None:
+        self._guard(lambda: self.log.ack_nowait(session_id, epoch, seq))
+
+    def record_inbound(self, session_id: str, epoch: int, s: int) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.accept_inbound_nowait(session_id, epoch, s))
+
+    def set_data(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.set_data_nowait(session_id, epoch, data))
+
+    def join_room(self, session_id: str, epoch: int, room_id: str, cursor: int
+                  ) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.join_room_nowait(session_id, epoch, room_id, cursor=cursor))
+
+    def leave_room(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.leave_room_nowait(session_id, epoch, room_id))
+
+    def publish(self, room_id: str, wire: str) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.node.publisher.publish_nowait(room_id, wire))
+
+    def room_since(self, room_id: str, after: int) -> tuple[int, list[tuple[int, str]]]:
+        current, _epoch, entries = self.node.publisher.since(room_id, after)
+        return current, entries
+
+    def end(self, session_id: str, epoch: int) -> None:
+        self._guard(lambda: self.log.end_nowait(session_id, epoch))
+
+    def release(self, session_id: str, epoch: int) -> None:
+        self._guard(lambda: self.log.release_nowait(session_id, epoch))
+
+    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None]) -> None:
+        self._owned[session_id] = (epoch, on_lost, time.monotonic())
+
+    def disown(self, session_id: str) -> None:
+        self._owned.pop(session_id, None)
+
+    @property
+    def owned(self) -> int:
+        return len(self._owned)
+
+    def failure(self, error: BaseException) -> str:
+        if isinstance(error, Fenced):
+            return "fenced"
+        if isinstance(error, RedisDataLost):
+            self.node.data_lost()
+            return "lost"
+        if isinstance(error, SessionMissing):
+            return "lost"
+        return "unavailable"
+
+    def renew_all(self, min_age: float) -> None:
+        """Renew every owned session's lease and TTL (pipelined); report refusals to their actors.
+
+        Sessions owned for less than ``min_age`` are skipped: their record may
+        still be on its way (``create`` is submitted just after the actor starts).
+        """
+        now = time.monotonic()
+        for session_id, (epoch, on_lost, since) in list(self._owned.items()):
+            if now - since < min_age:
+                continue
+            try:
+                future = self.log.renew_nowait(session_id, epoch)
+            except ClusterError:
+                return  # Redis is down: nothing to renew with; the writes will tell
+            future.rawlink(self._renewed(session_id, epoch, on_lost))
+
+    def _renewed(self, session_id: str, epoch: int, on_lost: Callable[[str], None]
+                 ) -> Callable[[gevent.event.AsyncResult], None]:
+        def done(result: gevent.event.AsyncResult) -> None:
+            if result.successful():
+                return
+            kind = self.failure(result.exception)
+            owned = self._owned.get(session_id)
+            if kind != "unavailable" and owned is not None and owned[0] == epoch:
+                del self._owned[session_id]
+                on_lost(kind)
+        return done
+
+
+class ClusterNode:
+    """The node's Redis parts; :meth:`start` raises :class:`ClusterError` when Redis is unusable."""
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        limits: LogLimits,
+        on_room_message: Callable[[str, int, str], None],
+        on_room_gap: Callable[[RoomGap], None],
+        on_bus: Callable[[dict[str, Any]], None],
+        on_state: Callable[[bool], None] | None = None,
+        prefix: str = "wscore",
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.prefix = prefix
+        self._on_state = on_state
+        self.writer = RedisWriter(url, on_state=self._writer_state, name=f"wscore-{node_id}"[:60])
+        self.generation = Generation(self.writer, prefix=prefix)
+        self.log = SessionLog(self.writer, self.generation, limits=limits, prefix=prefix, timeout=timeout)
+        self.publisher = RoomPublisher(self.writer, layout=RoomsLayout(prefix=prefix), timeout=timeout)
+        self.subscriber = RoomSubscriber(url, self.publisher, on_message=on_room_message,
+                                         on_gap=on_room_gap)
+        self.bus = NodeBus(url, self.writer, node_id=node_id, on_message=on_bus, prefix=prefix)
+        self.store = RedisSessionStore(self)
+        self._renewer: gevent.Greenlet[Any, Any] | None = None
+        self._recovering = False
+        self._started = False
+        self.renew_interval = max(min(limits.lease_ttl, limits.session_ttl) / 3, 0.05)
+
+    # -- life -----------------------------------------------------------------------------
+    def start(self, timeout: float = 5.0) -> None:
+        """Connect, adopt the generation, subscribe; raises ClusterError if Redis is unusable."""
+        self.writer.start()
+        try:
+            self.generation.establish()
+            self.subscriber.start()
+            self.bus.start()
+            if not self.bus.wait_subscribed(timeout):
+                raise ClusterError(f"Redis at {self.url} did not confirm a subscription in {timeout}s")
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        self._renewer = gevent.spawn(self._renew_loop)
+
+    def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.kill(block=False)
+            self._renewer = None
+        self.bus.stop()
+        self.subscriber.stop()
+        self.writer.stop()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every command queued so far was answered (True) or ``timeout`` passed."""
+        try:
+            wait_result(self.writer.submit("PING"), timeout)
+        except ClusterError:
+            return False
+        return True
+
+    @property
+    def up(self) -> bool:
+        return self.writer.up
+
+    def _writer_state(self, up: bool) -> None:
+        if up and self._started:
+            gevent.spawn(self._verify)
+        if self._on_state is not None:
+            self._on_state(up)
+
+    def _verify(self) -> None:
+        try:
+            self.generation.verify()
+        except RedisDataLost as exc:
+            log.error("%s: every session this node holds is lost (resumes get 1006)", exc)
+            self.data_lost()
+        except ClusterError as exc:
+            log.debug("generation check after reconnect failed: %s", exc)
+
+    def data_lost(self) -> None:
+        """Redis lost its data: adopt a new generation (once), so new sessions work again."""
+        if self._recovering:
+            return
+        self._recovering = True
+
+        def recover() -> None:
+            try:
+                self.generation.recover()
+            except ClusterError as exc:
+                log.warning("could not adopt a new generation yet: %s", exc)
+            finally:
+                self._recovering = False
+
+        gevent.spawn(recover)
+
+    def _renew_loop(self) -> None:
+        while True:
+            # A periodic lease renewal, not a synchronisation.
+            gevent.sleep(self.renew_interval)
+            try:
+                self.store.renew_all(self.renew_interval)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    # -- sessions (blocking: called from a connection's reader greenlet) --------------------
+    def create(self, session_id: str, user_id: str | None) -> None:
+        try:
+            self.log.create(session_id, self.node_id, user_id=user_id, data={})
+        except RedisDataLost:
+            self.generation.recover()
+            self.log.create(session_id, self.node_id, user_id=user_id, data={})
+
+    def resume(self, session_id: str, user_id: str | None, last_seq: int) -> Resumed | str:
+        """Claim ``session_id`` for a resume from ``last_seq`` on this node.
+
+        Returns :class:`Resumed`, or why not: ``"missing"`` (unknown, ended,
+        expired, or Redis lost it: 1006), ``"wrong_user"`` (1004; the session
+        is left untouched), ``"impossible"`` (the log cannot replay from
+        ``last_seq``: 1006; untouched). Raises ClusterError when Redis cannot
+        answer (the caller must not answer 1006 then: the session may exist).
+        """
+        try:
+            record = self.log.read(session_id)
+        except RedisDataLost:
+            return "missing"
+        if record is None:
+            return "missing"
+        if record.user_id != user_id:
+            return "wrong_user"
+        first = record.last_seq - record.buffered + 1
+        if (last_seq > record.last_seq or last_seq < record.dropped_through
+                or last_seq + 1 < first):
+            return "impossible"  # the same three refusals as the replay, before claiming
+        try:
+            claim = self.log.claim(session_id, self.node_id)
+        except (SessionMissing, RedisDataLost):
+            return "missing"
+        owner = claim.previous_owner
+        if owner and owner != self.node_id and claim.previous_lease_live:
+            try:  # cooperative hand-over; the fence enforces it if this is lost
+                self.bus.send_to_node(owner, {"k": "handover", "sid": session_id})
+            except ClusterError:
+                pass
+        try:
+            frames = self.log.replay_after(session_id, claim.epoch, last_seq)
+        except (ResumeImpossible, SessionMissing, RedisDataLost):
+            return "impossible"
+        return Resumed(claim, last_seq, frames)
