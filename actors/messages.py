@@ -26,6 +26,7 @@ __all__ = [
     "CloseConnection",
     "Deliver",
     "Detach",
+    "DropAll",
     "DropSession",
     "EndSession",
     "Flush",
@@ -298,6 +299,14 @@ class AdoptSession:
     session_id: str
     user_id: str | None
     hydration: Any  # actors.store.Hydration
+
+
+@attrs.frozen
+class DropAll:
+    """Redis lost every session (flush, restart without persistence): drop them all here."""
+
+    close_code: int
+    reason: str = ""
 
 
 @attrs.frozen

@@ -45,6 +45,7 @@ from actors.messages import (
     ClaimResult,
     ClaimSession,
     Deliver,
+    DropAll,
     DropSession,
     EndSession,
     Handover,
@@ -148,6 +149,10 @@ class RouterActor(GeventActor):
             return self._adopt(message)
         elif isinstance(message, Handover):
             self._handover(message.session_id)
+        elif isinstance(message, DropAll):
+            for session_id, session in list(self.sessions.items()):
+                self._forget(session_id, session.user_id)
+                tell_quietly(session.ref, DropSession(message.close_code, message.reason))
         elif isinstance(message, SessionEnded):
             self._ended(message)
         elif isinstance(message, RoomEmpty):

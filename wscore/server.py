@@ -49,6 +49,7 @@ from actors.messages import (
     ClaimSession,
     ClientFrame,
     Detach,
+    DropAll,
     EndSession,
     Handover,
     JoinRoom,
@@ -352,7 +353,7 @@ class WsServer:
             limits=LogLimits(max_buffered_messages=cfg.max_buffered_messages,
                              max_buffered_bytes=cfg.max_buffered_bytes, session_ttl=cfg.session_ttl),
             on_room_message=self._on_room_message, on_room_gap=self._on_room_gap,
-            on_bus=self._on_bus,
+            on_bus=self._on_bus, on_data_lost=self._on_data_lost,
         )
         try:
             node.start()
@@ -391,6 +392,14 @@ class WsServer:
         if router is not None:
             try:
                 router.tell(RoomGapped(gap.room_id, gap.last_missing))
+            except pykka.ActorDeadError:
+                pass
+
+    def _on_data_lost(self) -> None:
+        router = self._router
+        if router is not None:
+            try:
+                router.tell(DropAll(CLOSE_SERVICE_RESTART, "Redis lost the session; state lost"))
             except pykka.ActorDeadError:
                 pass
 

@@ -175,6 +175,7 @@ class ClusterNode:
         on_room_gap: Callable[[RoomGap], None],
         on_bus: Callable[[dict[str, Any]], None],
         on_state: Callable[[bool], None] | None = None,
+        on_data_lost: Callable[[], None] | None = None,
         prefix: str = "wscore",
         timeout: float = 5.0,
     ) -> None:
@@ -182,6 +183,7 @@ class ClusterNode:
         self.node_id = node_id
         self.prefix = prefix
         self._on_state = on_state
+        self._on_data_lost = on_data_lost
         self.writer = RedisWriter(url, on_state=self._writer_state, name=f"wscore-{node_id}"[:60])
         self.generation = Generation(self.writer, prefix=prefix)
         self.log = SessionLog(self.writer, self.generation, limits=limits, prefix=prefix, timeout=timeout)
@@ -247,10 +249,16 @@ class ClusterNode:
             log.debug("generation check after reconnect failed: %s", exc)
 
     def data_lost(self) -> None:
-        """Redis lost its data: adopt a new generation (once), so new sessions work again."""
+        """Redis lost its data: tell the server (it drops every session it holds: their
+        resumes then get 1006), and adopt a new generation, so new sessions work again."""
         if self._recovering:
             return
         self._recovering = True
+        if self._on_data_lost is not None:
+            try:
+                self._on_data_lost()
+            except Exception:
+                log.exception("on_data_lost callback failed")
 
         def recover() -> None:
             try:
