@@ -243,13 +243,12 @@ class RouterActor(GeventActor):
 
     def _forget(self, session_id: str, user_id: str | None) -> None:
         del self.sessions[session_id]
-        msg = SessionEnded(session_id, user_id)
-        if msg.user_id is not None:
-            ids = self.users.get(msg.user_id)
+        if user_id is not None:
+            ids = self.users.get(user_id)
             if ids is not None:
-                ids.discard(msg.session_id)
+                ids.discard(session_id)
                 if not ids:
-                    del self.users[msg.user_id]
+                    del self.users[user_id]
 
     def _join(self, msg: JoinRoom) -> None:
         session = self.sessions.get(msg.session_id)

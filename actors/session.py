@@ -267,11 +267,25 @@ class SessionActor(GeventActor):
         self._out.append((_WAIT, future, None, None))
         future.rawlink(self._store_done)
 
-    def _store_done(self, _future: Any) -> None:
-        # Runs in the hub: only ask the actor to drain (once per burst of completions).
-        if not self._drain_told:
-            self._drain_told = True
-            tell_quietly(self.actor_ref, _DRAIN)
+    def _store_done(self, future: Any) -> None:
+        # Runs in the hub when a store write completes. The common case — the actor is
+        # idle and the write succeeded — writes what waited right here (as ``offer``
+        # does for an idle session: no yield, one at a time via ``_busy``), saving an
+        # actor message per frame; anything else asks the actor to drain.
+        if self._drain_told:
+            return
+        if (not self._busy and future.successful() and self.actor_inbox.empty()
+                and not self.actor_stopped.is_set()):
+            self._busy = True
+            try:
+                if self._drain(inline=True):
+                    return
+            except Exception:
+                log.debug("inline drain failed; the actor drains", exc_info=True)
+            finally:
+                self._busy = False
+        self._drain_told = True
+        tell_quietly(self.actor_ref, _DRAIN)
 
     def _emit(self, sink: FrameSink, kind: int, a: Any, b: Any = None) -> None:
         if self._out:
@@ -291,22 +305,32 @@ class SessionActor(GeventActor):
 
     def _on_drain(self, msg: _Drain) -> None:
         self._drain_told = False
+        self._drain(inline=False)
+
+    def _drain(self, *, inline: bool) -> bool:
+        """Write what no longer waits for the store, in order. Inline (in the hub), it stops
+        short of anything but plain writes and returns False: the actor does the rest."""
         out = self._out
         while out:
             kind, x, a, b = out[0]
             if kind == _WAIT:
                 if not x.ready():
-                    return
+                    return True
                 if not x.successful():
+                    if inline:
+                        return False
                     assert self.store is not None
                     self._store_failed(self.store.failure(x.exception), x.exception)
-                    return
+                    return True
                 out.popleft()
                 continue
             out.popleft()
             self._write(x, kind, a, b)
         if self._dropping is not None:
+            if inline:
+                return False
             self._finish_drop()
+        return True
 
     def _store_failed(self, kind: str, error: Any) -> None:
         """A store write failed: this node lets the session go (never continues past it)."""

@@ -490,6 +490,7 @@ class WsServer:
         if self._cluster is not None:
             counts["node"] = self.node_id
             counts["redis"] = "ok" if self._cluster.up else "down"
+            counts["redis_commands"] = self._cluster.writer.stats()["commands"]
         if self._router is not None and self._router.is_alive():
             try:
                 counts.update(self._router.ask(Stats(), timeout=_ASK_TIMEOUT))

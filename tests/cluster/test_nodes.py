@@ -246,3 +246,61 @@ def test_wrong_user_gets_1004_and_the_session_stays(make_node: Node,
     err = d.recv()
     assert err["e"] == "sys.error" and err["p"]["code"] == 1004
     assert c.request("echo", 2, c="2")["s"] == last + 1
+
+
+def test_the_bundled_client_resumes_on_the_node_that_replaced_a_stopped_one(
+        redis_server: RedisServer) -> None:
+    from redisproc import free_port
+
+    from wscore.client import WsClient, WsClientConfig
+
+    port = free_port()
+
+    def node() -> WsServer:
+        server = build(WsServerConfig.dev(host="127.0.0.1", port=port, redis_url=redis_server.url,
+                                          session_ttl=60.0, shutdown_timeout=2.0))
+        server.start()
+        return server
+
+    first = node()
+    client = WsClient(first.url, "lena", config=WsClientConfig(backoff_base=0.02, backoff_cap=0.2,
+                                                               open_timeout=2.0))
+    resumed: list[Any] = []
+    lost: list[Any] = []
+    client.on_resume(resumed.append)
+    client.on_session_lost(lost.append)
+    second: WsServer | None = None
+    try:
+        client.connect(timeout=10)
+        sid = client.session_id
+        assert client.request("count", timeout=10) == 1
+        first.stop()  # closes with 1012: the client reconnects at once
+        second = node()  # the same address, another node (a restart)
+        wait_for(lambda: bool(resumed), timeout=20, what="the client resumed")
+        assert client.session_id == sid and not lost
+        assert client.request("count", timeout=10) == 2  # its data came along
+    finally:
+        client.close()
+        if second is not None:
+            second.stop()
+
+
+def test_a_room_gap_that_cannot_be_filled_ends_resumability(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    a, b = make_node(), make_node()
+    reader = raw(a.url + "?token=mia")
+    sid = connected(reader)["sessionId"]
+    assert reader.request("join", {"room": "r"}, c="j")["p"] is True
+    last = reader.request("echo", 0, c="e")["s"]
+    reader.cut()
+    a.stop()  # keeps the session in Redis (1012)
+    sender = raw(b.url + "?token=ned")
+    connected(sender)
+    for i in range(5):
+        assert sender.request("say", {"room": "r", "i": i}, c=f"s{i}")["p"] is True
+    # The room's history no longer holds what the reader missed.
+    redis_server.admin().xtrim("wscore:r:r:x", maxlen=0)
+    back = raw(b.url + f"?token=mia&session={sid}&last_seq={last}")
+    err = back.recv()
+    assert err["e"] == "sys.error" and err["p"]["code"] == 1006
+    assert connected(back)["resumed"] is False

@@ -1,0 +1,274 @@
+"""In-memory vs Redis-backed wscore, end to end: figures printed, never asserted.
+
+    python benchmarks/bench_cluster.py [--seconds 5] [--subscribers 1000] [--broadcasts 20]
+                                       [--resumes 200] [--aof]
+
+Starts its own redis-server (tests/cluster/redisproc.py) and ``wscore run
+clusterapp:server`` node processes (without and with ``--redis``), drives them
+with websocket-client peers in this process (gevent), and prints:
+
+* RPC round trips/s with 10 and 100 clients (each sends ``echo``, waits for the ack);
+* fan-out: deliveries/s and p99 latency (publisher's clock to receipt) to N room
+  subscribers, and how many deliveries were missing;
+* Redis commands (INFO commandstats) and Redis CPU µs (INFO cpu) per RPC and per broadcast;
+* resume on another node: a client cut on node A resumes on node B; the time from
+  opening the socket to having ``sys.connected`` and the replay of 5 missed frames.
+
+The load generator shares the machine's cores with the nodes and Redis (it says how
+many); run it on an otherwise idle machine, the figures vary with load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent
+import websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cluster")]
+
+from redisproc import RedisServer, free_port
+
+
+class Node:
+    def __init__(self, redis_url: str | None) -> None:
+        self.port = free_port()
+        env = {**os.environ, "WSCORE_TEST_PORT": str(self.port),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "cluster"), str(ROOT)])}
+        cmd = [sys.executable, "-m", "wscore", "run", "clusterapp:server", "--log-level", "ERROR"]
+        if redis_url:
+            cmd += ["--redis", redis_url]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("node did not start") from None
+                time.sleep(0.05)  # polling for the port, not a synchronisation of results
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def connect(url: str) -> tuple[websocket.WebSocket, dict[str, Any]]:
+    ws = websocket.create_connection(url, timeout=30)
+    first = json.loads(ws.recv())
+    assert first["e"] == "sys.connected", first
+    return ws, first["p"]
+
+
+def recv_json(ws: websocket.WebSocket) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(ws.recv())
+    return frame
+
+
+def node_commands(url: str) -> int:
+    """Commands the node sent to Redis (its writer's count, from /healthz)."""
+    import urllib.request
+
+    port = int(url.split(":")[2].split("/")[0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return int(json.loads(response.read()).get("redis_commands", 0))
+
+
+def redis_counters(redis: RedisServer | None, url: str = "") -> tuple[int, float, int]:
+    """(node commands, Redis CPU s, commands Redis ran, scripts' inner commands included)."""
+    if redis is None:
+        return 0, 0.0, 0
+    stats = redis.info("commandstats")
+    calls = sum(int(v["calls"]) for v in stats.values())
+    cpu = redis.info("cpu")
+    return node_commands(url), float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
+
+
+def bench_rpc(url: str, clients: int, seconds: float, redis: RedisServer | None) -> dict[str, float]:
+    conns = [connect(f"{url}?token=rpc{i}")[0] for i in range(clients)]
+    done = [0] * clients
+    stop_at = [0.0]
+
+    def loop(i: int) -> None:
+        ws = conns[i]
+        n = 0
+        while time.monotonic() < stop_at[0]:
+            ws.send(f'{{"v":"1.0","e":"echo","p":{n},"c":{n}}}')
+            while True:
+                frame = recv_json(ws)
+                if frame.get("c") == n:
+                    break
+            if n % 50 == 49:
+                ws.send(f'{{"v":"1.0","e":"sys.ack","p":{{"s":{frame["s"]}}}}}')
+            n += 1
+        done[i] = n
+
+    calls0, cpu0, inner0 = redis_counters(redis, url)
+    t0 = time.monotonic()
+    stop_at[0] = t0 + seconds
+    gevent.joinall([gevent.spawn(loop, i) for i in range(clients)])
+    wall = time.monotonic() - t0
+    calls1, cpu1, inner1 = redis_counters(redis, url)
+    for ws in conns:
+        ws.close()
+    total = sum(done)
+    return {"rate": total / wall, "cmds": (calls1 - calls0) / max(total, 1),
+            "inner": (inner1 - inner0) / max(total, 1), "cpu_us": (cpu1 - cpu0) / max(total, 1) * 1e6}
+
+
+def bench_fanout(url: str, subscribers: int, broadcasts: int, redis: RedisServer | None
+                 ) -> dict[str, float]:
+    subs = []
+    for i in range(subscribers):
+        ws, _ = connect(f"{url}?token=sub{i}")
+        ws.send('{"v":"1.0","e":"join","p":{"room":"fan"},"c":"j"}')
+        subs.append(ws)
+    for ws in subs:
+        while recv_json(ws).get("c") != "j":
+            pass
+    pub, _ = connect(f"{url}?token=publisher")
+    latencies: list[float] = []
+    received = [0] * subscribers
+
+    def reader(i: int) -> None:
+        ws = subs[i]
+        last = 0
+        while received[i] < broadcasts:
+            frame = recv_json(ws)
+            if frame["e"] == "said":
+                latencies.append(time.time() - frame["p"]["t"])
+                received[i] += 1
+                last = frame["s"]
+                if received[i] % 50 == 0:
+                    ws.send(f'{{"v":"1.0","e":"sys.ack","p":{{"s":{last}}}}}')
+
+    readers = [gevent.spawn(reader, i) for i in range(subscribers)]
+    calls0, cpu0, inner0 = redis_counters(redis, url)
+    t0 = time.monotonic()
+    for k in range(broadcasts):
+        pub.send(json.dumps({"v": "1.0", "e": "say", "p": {"room": "fan", "k": k, "t": time.time()}}))
+        gevent.sleep(0)
+    gevent.joinall(readers, timeout=120)
+    wall = time.monotonic() - t0
+    calls1, cpu1, inner1 = redis_counters(redis, url)
+    missing = subscribers * broadcasts - sum(received)
+    for ws in [*subs, pub]:
+        ws.close()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    return {"rate": sum(received) / wall, "p99_ms": p99 * 1000, "missing": missing,
+            "cmds": (calls1 - calls0) / broadcasts, "inner": (inner1 - inner0) / broadcasts,
+            "cpu_us": (cpu1 - cpu0) / broadcasts * 1e6}
+
+
+def bench_resume(a: Node, b: Node, count: int) -> tuple[float, float]:
+    times: list[float] = []
+    for i in range(count):
+        ws, info = connect(f"{a.url}?token=res{i}")
+        sid = info["sessionId"]
+        ws.send('{"v":"1.0","e":"echo","p":0,"c":"x"}')
+        last = recv_json(ws)["s"]
+        for k in range(5):
+            ws.send(f'{{"v":"1.0","e":"echo","p":{k + 1},"c":{k}}}')
+        ws.send('{"v":"1.0","e":"echo","p":"end","c":"end"}')
+        while recv_json(ws).get("c") != "end":
+            pass
+        ws.close()
+        t0 = time.perf_counter()
+        ws2, info2 = connect(f"{b.url}?token=res{i}&session={sid}&last_seq={last}")
+        assert info2["resumed"], info2
+        replay = [recv_json(ws2) for _ in range(6)]
+        times.append(time.perf_counter() - t0)
+        assert [f["s"] for f in replay] == list(range(last + 1, last + 7)), replay
+        ws2.close()
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.99) - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--broadcasts", type=int, default=20)
+    parser.add_argument("--resumes", type=int, default=200)
+    parser.add_argument("--aof", action="store_true", help="Redis with appendfsync always")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; the load generator is this one process (one core at most), "
+          f"sharing them with the node and Redis")
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp), appendonly=args.aof, appendfsync="always")
+        redis.start()
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            for mode, url in (("in-memory", None), ("Redis", redis.url)):
+                node = Node(url)
+                r = redis if url else None
+                try:
+                    results[mode] = {
+                        "rpc10": bench_rpc(node.url, 10, args.seconds, r),
+                        "rpc100": bench_rpc(node.url, 100, args.seconds, r),
+                        "fan": bench_fanout(node.url, args.subscribers, args.broadcasts, r),
+                    }
+                finally:
+                    node.stop()
+            a, b = Node(redis.url), Node(redis.url)
+            try:
+                resume = bench_resume(a, b, args.resumes)
+            finally:
+                a.stop()
+                b.stop()
+        finally:
+            redis.stop()
+    mem, red = results["in-memory"], results["Redis"]
+    print(f"redis-server {('AOF always' if args.aof else 'AOF off')}")
+    print(f"{'':<34}{'in-memory':>12}{'Redis':>12}{'ratio':>8}")
+    for key, label in (("rpc10", "RPC round trips/s, 10 clients"),
+                       ("rpc100", "RPC round trips/s, 100 clients")):
+        print(f"{label:<34}{mem[key]['rate']:>12,.0f}{red[key]['rate']:>12,.0f}"
+              f"{red[key]['rate'] / mem[key]['rate']:>8.2f}")
+    print(f"{'fan-out deliveries/s, ' + str(args.subscribers) + ' subs':<34}{mem['fan']['rate']:>12,.0f}"
+          f"{red['fan']['rate']:>12,.0f}{red['fan']['rate'] / mem['fan']['rate']:>8.2f}")
+    print(f"{'fan-out p99 ms':<34}{mem['fan']['p99_ms']:>12.1f}{red['fan']['p99_ms']:>12.1f}")
+    print(f"{'fan-out missing deliveries':<34}{mem['fan']['missing']:>12}{red['fan']['missing']:>12}")
+    print(f"Redis commands per RPC (node -> Redis; run inside Redis, scripts' calls included): "
+          f"{red['rpc100']['cmds']:.2f}; {red['rpc100']['inner']:.1f} (100 clients), "
+          f"{red['rpc10']['cmds']:.2f}; {red['rpc10']['inner']:.1f} (10)")
+    print(f"Redis CPU µs per RPC: {red['rpc100']['cpu_us']:.1f} (100 clients), "
+          f"{red['rpc10']['cpu_us']:.1f} (10)")
+    print(f"per broadcast to {args.subscribers} subscribers: {red['fan']['cmds']:.0f} node commands, "
+          f"{red['fan']['inner']:.0f} inside Redis, {red['fan']['cpu_us']:.0f} Redis CPU µs")
+    print(f"resume on another node (5 missed frames), {args.resumes} resumes: "
+          f"p50 {resume[0]:.1f} ms, p99 {resume[1]:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
