@@ -304,3 +304,18 @@ def test_a_room_gap_that_cannot_be_filled_ends_resumability(
     err = back.recv()
     assert err["e"] == "sys.error" and err["p"]["code"] == 1006
     assert connected(back)["resumed"] is False
+
+
+def test_send_to_session_and_broadcast_span_nodes(make_node: Node,
+                                                  raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    on_b = raw(b.url + "?token=olga")
+    sid = connected(on_b)["sessionId"]
+    on_a = raw(a.url + "?token=pete")
+    connected(on_a)
+    a.send_to_session(sid, "direct", {"n": 1})
+    got = on_b.recv_until(lambda f: f["e"] == "direct")
+    assert got["p"] == {"n": 1} and "s" in got
+    a.broadcast("everyone", {"n": 2})
+    for client in (on_a, on_b):
+        assert client.recv_until(lambda f: f["e"] == "everyone")["p"] == {"n": 2}
