@@ -12,7 +12,9 @@ with websocket-client peers in this process (gevent), and prints:
   subscribers, and how many deliveries were missing;
 * Redis commands (INFO commandstats) and Redis CPU µs (INFO cpu) per RPC and per broadcast;
 * resume on another node: a client cut on node A resumes on node B; the time from
-  opening the socket to having ``sys.connected`` and the replay of 5 missed frames.
+  opening the socket to having ``sys.connected`` and the replay of 5 missed frames;
+* SIGKILL of a node holding K sessions: time from the kill until each client (which
+  reconnects to the other node as soon as its socket reports the loss) has resumed.
 
 The load generator shares the machine's cores with the nodes and Redis (it says how
 many); run it on an otherwise idle machine, the figures vary with load.
@@ -213,6 +215,41 @@ def bench_resume(a: Node, b: Node, count: int) -> tuple[float, float]:
     return times[len(times) // 2] * 1000, times[int(len(times) * 0.99) - 1] * 1000
 
 
+def bench_kill(redis_url: str, clients: int) -> tuple[float, float, int]:
+    """SIGKILL a node holding ``clients`` sessions; each client resumes on the other node
+    as soon as its socket reports the loss. Returns (p50, max) ms from the kill to
+    ``sys.connected`` (resumed), and how many resumed."""
+    a, b = Node(redis_url), Node(redis_url)
+    try:
+        conns = []
+        for i in range(clients):
+            ws, info = connect(f"{a.url}?token=kill{i}")
+            ws.send('{"v":"1.0","e":"echo","p":0,"c":"x"}')
+            conns.append((ws, info["sessionId"], recv_json(ws)["s"], i))
+        done: list[float] = []
+
+        def resume(ws: websocket.WebSocket, sid: str, last: int, i: int) -> None:
+            try:
+                while True:
+                    ws.recv()
+            except Exception:
+                pass  # the node died
+            ws2, info = connect(f"{b.url}?token=kill{i}&session={sid}&last_seq={last}")
+            if info["resumed"]:
+                done.append(time.perf_counter() - t0)
+            ws2.close()
+
+        t0 = time.perf_counter()
+        greenlets = [gevent.spawn(resume, *c) for c in conns]
+        os.kill(a.proc.pid, signal.SIGKILL)
+        gevent.joinall(greenlets, timeout=60)
+        done.sort()
+        return done[len(done) // 2] * 1000, done[-1] * 1000, len(done)
+    finally:
+        a.stop()
+        b.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,6 +257,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--broadcasts", type=int, default=20)
     parser.add_argument("--resumes", type=int, default=200)
+    parser.add_argument("--kill-clients", type=int, default=100)
     parser.add_argument("--aof", action="store_true", help="Redis with appendfsync always")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; the load generator is this one process (one core at most), "
@@ -246,6 +284,7 @@ def main() -> None:
             finally:
                 a.stop()
                 b.stop()
+            kill = bench_kill(redis.url, args.kill_clients)
         finally:
             redis.stop()
     mem, red = results["in-memory"], results["Redis"]
@@ -268,6 +307,8 @@ def main() -> None:
           f"{red['fan']['inner']:.0f} inside Redis, {red['fan']['cpu_us']:.0f} Redis CPU µs")
     print(f"resume on another node (5 missed frames), {args.resumes} resumes: "
           f"p50 {resume[0]:.1f} ms, p99 {resume[1]:.1f} ms")
+    print(f"SIGKILL of a node holding {args.kill_clients} sessions: {kill[2]} resumed on the other node, "
+          f"p50 {kill[0]:.0f} ms, last {kill[1]:.0f} ms after the kill")
 
 
 if __name__ == "__main__":

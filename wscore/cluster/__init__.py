@@ -1,7 +1,7 @@
 """wscore's Redis layer (SPEC §6, issue 10): the I/O building blocks for sessions beyond one process.
 
-Not wired into the server yet (docs/scaling.md says what is built and what is
-not). Layering: this package may use gevent and redis-py, and
+:class:`wscore.WsServer` composes them when ``redis_url`` is set
+(docs/scaling.md). Layering: this package may use gevent and redis-py, and
 ``wscore.protocol`` / ``wscore.errors``; never ``actors``, ``wscore.server`` or
 ``wscore.client``.
 
@@ -9,6 +9,8 @@ not). Layering: this package may use gevent and redis-py, and
 - :mod:`~wscore.cluster.session_log`: the fenced per-session log (:class:`SessionLog`).
 - :mod:`~wscore.cluster.rooms`: room messages with a per-room seq across nodes.
 - :mod:`~wscore.cluster.generation`: detecting a Redis that lost its data.
+- :mod:`~wscore.cluster.bus`: node-to-node messages (hand-overs, relayed pushes).
+- :mod:`~wscore.cluster.node`: one node's parts composed, and the sessions' store.
 - :mod:`~wscore.cluster.errors`: the exceptions.
 
 Needs the optional extra: ``pip install 'wscore[redis]'``.
