@@ -168,6 +168,9 @@ class JoinedRoom:
     room_id: str
     #: With Redis: the room seq at the join (the session's cursor for the room).
     cursor: int | None = None
+    #: With Redis: the highest room seq this node's room actor had delivered when the
+    #: join reached it (a joiner whose cursor is behind fills the difference at once).
+    room_last: int = 0
 
 
 @attrs.frozen

@@ -57,6 +57,8 @@ class RoomActor(GeventActor):
         self.members: dict[str, tuple[Any, Any]] = {}
         self.handled = 0
         self.delivered = 0
+        #: With Redis: the highest room seq delivered here.
+        self.last_seq = 0
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomPublished):
@@ -88,7 +90,7 @@ class RoomActor(GeventActor):
     def _join(self, msg: JoinRoom) -> None:
         new = msg.session_id not in self.members
         self.members[msg.session_id] = (msg.session_ref, msg.session_offer)
-        tell_quietly(msg.session_ref, JoinedRoom(self.room_id, msg.cursor))
+        tell_quietly(msg.session_ref, JoinedRoom(self.room_id, msg.cursor, self.last_seq))
         if new and self.behaviour is not None:
             self._hook("on_join", msg.session_id)
 
@@ -102,6 +104,7 @@ class RoomActor(GeventActor):
             tell_quietly(self.router, RoomEmpty(self.room_id, self.handled))
 
     def _published(self, msg: RoomPublished) -> None:
+        self.last_seq = max(self.last_seq, msg.seq)
         exclude, body = split_room_wire(msg.wire)
         deliver = Deliver(EncodedFrame(body), self.room_id, msg.seq, exclude)
         dead: list[str] = []

@@ -733,6 +733,10 @@ class SessionActor(GeventActor):
         if store is not None and msg.cursor is not None and not self._gone:
             cursor = self.room_cursors.setdefault(msg.room_id, msg.cursor)
             self._gate(store.join_room(self.view.id, self.epoch, msg.room_id, cursor))
+            if msg.room_last > cursor:
+                # The room delivered messages after this session's cursor before the
+                # join reached it: fill them now, not at the room's next message.
+                self._fill(msg.room_id, msg.room_last + 1)
 
     def _on_left(self, msg: LeftRoom) -> None:
         self.view._rooms.discard(msg.room_id)
