@@ -667,6 +667,8 @@ class WsServer:
         if resume_id:
             last_seq = _int_or_zero(transport.query.get("last_seq"))
             claim = router.ask(ClaimSession(resume_id, auth.user_id), timeout=_ASK_TIMEOUT)
+            if claim.session_ref is not None and self._cluster is not None:
+                claim = self._still_ours(resume_id, claim)
             if claim.refusal == "not_found" and self._cluster is not None:
                 claim = self._claim_elsewhere(resume_id, auth.user_id, last_seq)
                 if claim is None:
@@ -707,6 +709,26 @@ class WsServer:
             Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport),
                    client_tag, attempt), timeout=_ASK_TIMEOUT)
         return opened.session_ref if result.ok else None
+
+    def _still_ours(self, session_id: str, claim: ClaimResult) -> ClaimResult:
+        """A resume of a session this node holds: check Redis still says so (one read).
+
+        Another node may have claimed it while the hand-over message was lost: then
+        the local actor is stale (its next write would be fenced) and is dropped, and
+        the resume claims the session back from Redis instead (``not_found`` here).
+        Redis unreachable: the local actor answers (its writes will tell).
+        """
+        try:
+            owner = self._cluster.writer.execute(
+                "HGET", self._cluster.log.keys(session_id)[1], "owner", timeout=_ASK_TIMEOUT)
+        except Exception:
+            return claim
+        owner = owner.decode() if isinstance(owner, bytes) else owner
+        if owner == self.node_id:
+            return claim
+        log.info("session held here was claimed by %r meanwhile; dropping the stale copy", owner)
+        self._router.tell(Handover(session_id))
+        return ClaimResult(None, "not_found")
 
     def _claim_elsewhere(self, session_id: str, user_id: str | None, last_seq: int
                          ) -> ClaimResult | None:

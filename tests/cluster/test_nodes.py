@@ -319,3 +319,28 @@ def test_send_to_session_and_broadcast_span_nodes(make_node: Node,
     a.broadcast("everyone", {"n": 2})
     for client in (on_a, on_b):
         assert client.recv_until(lambda f: f["e"] == "everyone")["p"] == {"n": 2}
+
+
+def test_a_stale_local_copy_is_not_resumed_after_a_claim_elsewhere(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    from wscore.cluster import Generation, RedisWriter, SessionLog
+
+    a = make_node()
+    c = raw(a.url + "?token=quinn")
+    sid = connected(c)["sessionId"]
+    assert c.request("count", c="1")["p"] == 1
+    last = c.request("echo", 1, c="2")["s"]
+    writer = RedisWriter(redis_server.url)
+    writer.start()
+    try:
+        gen = Generation(writer)
+        gen.establish()
+        SessionLog(writer, gen).claim(sid, "elsewhere")  # no hand-over message reaches node A
+    finally:
+        writer.stop()
+    # Resuming on node A again: it finds its copy stale, drops it and claims from Redis.
+    d = raw(a.url + f"?token=quinn&session={sid}&last_seq={last}")
+    assert connected(d)["resumed"] is True
+    assert c.recv_close() == 4000
+    reply = d.request("count", c="3")
+    assert reply["p"] == 2 and reply["s"] == last + 1
