@@ -133,3 +133,12 @@ def test_unusable_redis_makes_wscore_run_exit_2_with_one_line() -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("wscore: error:")]
     assert len(lines) == 1 and "Redis" in lines[0], proc.stderr
+
+
+def test_a_bad_redis_url_on_the_command_line_is_one_line_and_exit_2(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from wscore.cli import main
+
+    assert main(["run", "clusterapp:server", "--redis", "http://not-redis"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("wscore: error: redis_url")
