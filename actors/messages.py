@@ -16,7 +16,7 @@ from wscore.errors import WsError
 from wscore.protocol.envelope import EncodedFrame, Envelope
 
 if TYPE_CHECKING:
-    from actors.connection import Outbox
+    from actors.session import FrameSink
 
 __all__ = [
     "Attach",
@@ -73,7 +73,8 @@ class Attach:
     """
 
     conn_id: int
-    outbox: Outbox
+    #: Where the session writes this connection's frames (the server's: its outbox).
+    outbox: FrameSink
     resume_from: int | None
     user_id: str | None
     #: Epoch seconds when the connection's token expires (None: never).

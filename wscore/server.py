@@ -32,7 +32,7 @@ import gevent.event
 import gevent.lock
 import pykka
 
-from actors.connection import ConnectionActor, Outbox
+from actors.connection import ActorWriter, ConnectionActor
 from actors.handler import HandlerActor
 from actors.messages import (
     Attach,
@@ -59,6 +59,7 @@ from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
+from wscore.outbox import Outbox
 from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
@@ -439,7 +440,8 @@ class WsServer:
         cfg = self.config
         conn_id = next(self._conn_ids)
         outbox = Outbox(conn_id, transport, limit=cfg.max_queued_frames)
-        outbox.ref = ConnectionActor.start(outbox)
+        writer = ActorWriter(ConnectionActor.start(outbox))
+        outbox.writer = writer
         self._conns[conn_id] = _Conn(transport, outbox)
         self._all_closed.clear()
         session_ref: Any = None
@@ -464,10 +466,7 @@ class WsServer:
                 except pykka.ActorDeadError:
                     pass
             outbox.closed = True
-            try:
-                outbox.ref.stop(block=False)
-            except pykka.ActorDeadError:
-                pass
+            writer.stop()
             transport.abort()
             del self._conns[conn_id]
             if not self._conns:
