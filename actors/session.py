@@ -350,8 +350,10 @@ class SessionActor(GeventActor):
         c = env.correlation_id
         spec = self.env.handlers.get(event)
         if spec is None:
-            self._push_error(WsError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for event {event!r}",
-                                     {"event": event}), c)
+            # The name is the client's own text: echo at most 200 characters of it back.
+            name = event[:200]
+            self._push_error(WsError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for event {name!r}",
+                                     {"event": name}), c)
             return
         try:
             if spec.schema is not None:
