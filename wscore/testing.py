@@ -289,7 +289,8 @@ class HandlerTestSession:
     @property
     def data(self) -> dict[str, Any]:
         """The session's ``data`` dict (the object handlers see as ``ctx.session.data``)."""
-        return self._view().data
+        data: dict[str, Any] = self._view().data
+        return data
 
     @property
     def rooms(self) -> frozenset[str]:
