@@ -3,17 +3,20 @@
 Job: write what its :class:`Outbox` could not write without waiting (a slow
 peer, a full socket buffer), and close the socket. It never reads (the connection's
 reader greenlet does, see :mod:`wscore.server`) and never waits on another
-actor.
+actor; it does wait on its socket (blocking writes), which blocks only itself.
 
 Rules it keeps:
 
 * one message at a time; a blocked write blocks only this actor;
-* the outbox is bounded (``max_queued_frames``): a consumer too slow to keep
-  up has its TCP connection dropped rather than growing memory. The
-  session still holds every numbered frame in its replay buffer, so a
-  resume loses nothing (SPEC §4). Replies to the client's own frames do not
-  fill it: the reader waits (:meth:`Outbox.wait_for_room`) before reading
-  more, so only pushes the client did not ask for (broadcasts) can;
+* a consumer too slow to keep up has its TCP connection dropped rather than
+  growing memory: when ``max_queued_frames`` frames wait *and* the socket
+  holds an unwritten tail (the peer stopped reading). A long queue the hub
+  has not flushed yet in this loop turn is not slowness, so the queue may
+  briefly hold more. The session still holds every numbered frame in its
+  replay buffer, so a resume loses nothing (SPEC §3 "Backpressure"). Replies
+  to the client's own frames do not fill it: the reader stops reading while
+  half of ``max_queued_frames`` wait (:meth:`Outbox.wait_for_room`), so only
+  pushes the client did not ask for (broadcasts) can;
 * after ``CloseConnection`` nothing more is written.
 """
 
