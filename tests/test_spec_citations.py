@@ -1,4 +1,4 @@
-"""Every "SPEC §n" cited in the tree names a section of docs/spec.md that exists.
+"""Every "SPEC §n" cited in the tree (.py, .md, .ts, .mjs) names a section of docs/spec.md that exists.
 
 "SPEC §3" means section 3 of docs/spec.md, "SPEC §3 "Resume"" its subsection
 headed *Resume* (docs/spec.md says so at its top). A list such as
@@ -16,7 +16,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPEC = ROOT / "docs" / "spec.md"
-SCANNED = ("wscore", "actors", "sandbox", "loadtests", "tests", "examples", "benchmarks", "docs")
+SCANNED = ("wscore", "actors", "sandbox", "loadtests", "tests", "examples", "benchmarks", "docs",
+           "clients")
+EXTENSIONS = ("*.py", "*.md", "*.ts", "*.mjs")
 
 _SECTION = re.compile(r"^## (\d+)\. (.+)$")
 _SUBSECTION = re.compile(r"^### (.+)$")
@@ -82,8 +84,9 @@ def unresolved(spec: Spec, cited: list[tuple[int, str | None]]) -> list[str]:
 def scanned_files() -> list[pathlib.Path]:
     files = [ROOT / "README.md"]
     for top in SCANNED:
-        for ext in ("*.py", "*.md"):
-            files.extend(p for p in (ROOT / top).rglob(ext) if ".venv" not in p.parts)
+        for ext in EXTENSIONS:
+            files.extend(p for p in (ROOT / top).rglob(ext)
+                         if ".venv" not in p.parts and "node_modules" not in p.parts)
     # This file holds deliberately unresolvable examples (the test that it can fail).
     return sorted(set(files) - {pathlib.Path(__file__).resolve()})
 
