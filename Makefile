@@ -38,8 +38,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
+## make bench: bounded server figures (~1 min); WSBENCH=DIR adds fan-out (benchmarks/README.md)
 bench: $(STAMP)
-	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_server.py all
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,4 @@
-"""The public surface and the layering rules (STYLE §7)."""
+"""The public surface and the layering rules."""
 
 from __future__ import annotations
 
