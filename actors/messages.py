@@ -170,10 +170,16 @@ class TimerFired:
 
 @attrs.frozen
 class EndSession:
-    """End the session now (server shutdown): close its connection with ``close_code``."""
+    """End the session now: close its connection with ``close_code`` (None: no close frame).
 
-    close_code: int
+    Server shutdown sends it to every session; the reader sends it with
+    ``conn_id`` when the client closed with 1000 (SPEC §7) — ignored then if
+    that connection is no longer the session's (a takeover came first).
+    """
+
+    close_code: int | None
     reason: str = ""
+    conn_id: int | None = None
 
 
 # -- to a room actor (always forwarded by the router) --------------------------------------

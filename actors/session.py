@@ -279,6 +279,8 @@ class SessionActor(GeventActor):
             correlation_id=action.correlation_id, wall=self.env.wall_clock()))
 
     def _on_end(self, msg: EndSession) -> None:
+        if msg.conn_id is not None and msg.conn_id != self.protocol.conn_id:
+            return  # a 1000 close from a connection this session has since left
         self._carry_out(self.protocol.end(msg.close_code, msg.reason))
 
     def _ended(self, reason: str) -> None:

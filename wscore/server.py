@@ -40,6 +40,7 @@ from actors.messages import (
     ClaimSession,
     ClientFrame,
     Detach,
+    EndSession,
     JoinRoom,
     LeaveRoom,
     OpenSession,
@@ -60,7 +61,7 @@ from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
 from wscore.outbox import Outbox
-from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
+from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_REPLACED, ErrorCode
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
 
@@ -445,6 +446,8 @@ class WsServer:
         self._conns[conn_id] = _Conn(transport, outbox)
         self._all_closed.clear()
         session_ref: Any = None
+        #: The client closed with 1000: it ends its session on purpose (SPEC §7).
+        ended_by_client = False
         try:
             auth = self._authenticate(transport)
             if auth is None:
@@ -455,14 +458,20 @@ class WsServer:
             self._read_loop(conn_id, outbox, transport, session_ref)
         except (ConnectionClosed, PeerProtocolError) as exc:
             log.debug("connection %d ended: %s", conn_id, exc)
+            ended_by_client = (isinstance(exc, ConnectionClosed) and exc.by_peer is True
+                               and exc.code == CLOSE_NORMAL)
         except pykka.ActorDeadError:
             log.debug("connection %d ended: its session ended", conn_id)
         except Exception:
             log.exception("connection %d: unexpected error", conn_id)
         finally:
             if session_ref is not None:
+                # A 1000 close ends the session at once; any other end of the
+                # connection only detaches it for session_ttl (SPEC §7).
+                message = (EndSession(None, "closed by the client", conn_id) if ended_by_client
+                           else Detach(conn_id))
                 try:
-                    session_ref.tell(Detach(conn_id))
+                    session_ref.tell(message)
                 except pykka.ActorDeadError:
                     pass
             outbox.closed = True
