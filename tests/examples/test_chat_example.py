@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,3 +182,47 @@ def test_a_message_to_a_room_one_is_not_in_is_refused(chat_server: WsServer) -> 
     finally:
         inside.close()
         outsider.close()
+
+
+def readme_client(port: int, tmp_path: Any) -> str:
+    """The README's quick-start client snippet, verbatim but for the port, as a script."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (snippet,) = [b for b in blocks if "WsClient('ws://127.0.0.1:8080/ws')" in b]
+    path = tmp_path / "readme_client.py"
+    path.write_text(snippet.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    return str(path)
+
+
+def test_the_readme_client_prints_what_it_receives_across_a_restart(
+        procs: list[Proc], tmp_path: Any) -> None:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    procs.append(server := start_app(port))
+    received: list[str] = []
+    other = member(url, "lobby", received)
+    # -u: a terminal would show each line at once; a pipe would buffer them.
+    procs.append(snippet := Proc("-u", readme_client(port, tmp_path)))
+    snippet.wait_line("joined lobby (new session)")
+    wait_for(lambda: received == ["hi"], timeout=60, what="the snippet's hi")
+    other.send("chat.message", {"roomId": "lobby", "text": "before the restart"})
+    snippet.wait_line("anon: before the restart")
+    other.close()
+
+    server.popen.send_signal(signal.SIGTERM)
+    assert server.popen.wait(timeout=60) == 0
+    procs.append(start_app(port))
+    snippet.wait_line("joined lobby (new session)", count=2)
+    received.clear()
+    other = member(url, "lobby", received)
+    other.send("chat.message", {"roomId": "lobby", "text": "after the restart"})
+    snippet.wait_line("anon: after the restart")
+    other.close()
+
+    snippet.popen.send_signal(signal.SIGINT)  # Ctrl-C: closes, no traceback
+    assert snippet.popen.wait(timeout=60) == 0
+    snippet.stop()
+    # stderr holds the client's WARNING that the session was lost, and nothing else.
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in snippet.errors)
+    assert len(snippet.errors) == 1 and "session lost" in snippet.errors[0], snippet.errors

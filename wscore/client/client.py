@@ -590,9 +590,10 @@ class WsClient:
                 actions = session.on_closed(
                     code=end.code, reason=end.reason, http_status=end.http_status)
                 lost = any(isinstance(a, Disconnected) for a in actions)
-                failure = (f"link to {self._url.host_header} lost: {end.reason}" if lost else
+                why = end.reason or (f"close {end.code}" if end.code is not None else "closed")
+                failure = (f"link to {self._url.host_header} lost: {why}" if lost else
                            f"connection attempt {session.failures} to "
-                           f"{self._url.host_header} failed: {end.reason}")
+                           f"{self._url.host_header} failed: {why}")
             delay = self._apply(actions)
             if delay is None or self._closed_error is not None:
                 if failure:
