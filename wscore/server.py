@@ -314,6 +314,13 @@ class WsServer:
         :meth:`start` first to handle :class:`ConfigError` yourself.
         """
         default_handler = install_default_handler()
+        # The handlers come first: a signal just after "listening on" must stop us cleanly.
+        handlers = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                handlers.append(gevent.signal_handler(sig, self._on_signal, sig))
+            except (ValueError, OSError):  # not in the main thread
+                pass
         try:
             if self._state == "new":
                 try:
@@ -321,18 +328,10 @@ class WsServer:
                 except ConfigError as exc:
                     log.error("%s", exc)
                     raise SystemExit(2) from None
-            handlers = []
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    handlers.append(gevent.signal_handler(sig, self._on_signal, sig))
-                except (ValueError, OSError):  # not in the main thread
-                    pass
-            try:
-                self._stopped.wait()
-            finally:
-                for h in handlers:
-                    h.cancel()
+            self._stopped.wait()
         finally:
+            for h in handlers:
+                h.cancel()
             if default_handler is not None:
                 remove_default_handler(default_handler)
 
