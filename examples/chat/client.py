@@ -16,9 +16,11 @@ sender is not in. Each (re)join prints ``… joined ROOM (new session)``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
+import gevent
 from gevent.fileobject import FileObjectThread
 
 from wscore import ConnectionClosed, SessionLost, WsError
@@ -72,19 +74,25 @@ def main() -> int:
         return 1
     print(f"connected; type to chat in {room}, /quit to leave", flush=True)
     stdin = FileObjectThread(sys.stdin, "r")
-    try:
+
+    def chat() -> None:
         for line in stdin:
             text = line.strip()
             if text == "/quit":
-                break
+                return
             if text:
                 client.send("chat.message", {"roomId": room, "text": text})
-    except KeyboardInterrupt:
-        pass
+
+    # Ctrl-C ends the chat like /quit; a gevent signal handler, so no KeyboardInterrupt
+    # surfaces in whichever greenlet happens to run.
+    typing = gevent.spawn(chat)
+    sigint = gevent.signal_handler(signal.SIGINT, typing.kill, block=False)
+    try:
+        typing.join()
     finally:
+        sigint.cancel()
         client.close()
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

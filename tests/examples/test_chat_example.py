@@ -226,3 +226,12 @@ def test_the_readme_client_prints_what_it_receives_across_a_restart(
     # stderr holds the client's WARNING that the session was lost, and nothing else.
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in snippet.errors)
     assert len(snippet.errors) == 1 and "session lost" in snippet.errors[0], snippet.errors
+
+
+def test_ctrl_c_ends_the_example_client_cleanly(chat_server: WsServer, procs: list[Proc]) -> None:
+    procs.append(chat := Proc("examples/chat/client.py", chat_server.url, stdin=True))
+    chat.wait_line("joined lobby (new session)")
+    chat.popen.send_signal(signal.SIGINT)
+    assert chat.popen.wait(timeout=60) == 0
+    chat.stop()
+    assert chat.errors == []
