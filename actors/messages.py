@@ -16,7 +16,7 @@ from wscore.errors import WsError
 from wscore.protocol.envelope import EncodedFrame, Envelope
 
 if TYPE_CHECKING:
-    from actors.connection import Outbox
+    from actors.session import FrameSink
 
 __all__ = [
     "Attach",
@@ -26,7 +26,6 @@ __all__ = [
     "Deliver",
     "Detach",
     "EndSession",
-    "Expire",
     "Flush",
     "HandlerFinished",
     "JoinRoom",
@@ -46,7 +45,7 @@ __all__ = [
     "SessionOutbound",
     "Stats",
     "StopAll",
-    "TokenCheck",
+    "TimerFired",
     "Unparseable",
 ]
 
@@ -74,7 +73,8 @@ class Attach:
     """
 
     conn_id: int
-    outbox: Outbox
+    #: Where the session writes this connection's frames (the server's: its outbox).
+    outbox: FrameSink
     resume_from: int | None
     user_id: str | None
     #: Epoch seconds when the connection's token expires (None: never).
@@ -161,16 +161,10 @@ class LeftRoom:
 
 
 @attrs.frozen
-class Expire:
-    """The TTL timer of detachment number ``generation`` fired."""
+class TimerFired:
+    """A timer the session's protocol armed fired (``kind``: TTL or token expiry)."""
 
-    generation: int
-
-
-@attrs.frozen
-class TokenCheck:
-    """The token-expiry timer number ``generation`` fired."""
-
+    kind: str
     generation: int
 
 

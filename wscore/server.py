@@ -32,7 +32,7 @@ import gevent.event
 import gevent.lock
 import pykka
 
-from actors.connection import ConnectionActor, Outbox
+from actors.connection import ActorWriter, ConnectionActor
 from actors.handler import HandlerActor
 from actors.messages import (
     Attach,
@@ -52,6 +52,7 @@ from actors.messages import (
 )
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionEnv
+from wscore import static
 from wscore._console_log import install_default_handler, remove_default_handler
 from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
 from wscore.behaviours import WsActorController, WsController
@@ -59,6 +60,7 @@ from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
+from wscore.outbox import Outbox
 from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
@@ -188,6 +190,7 @@ class WsServer:
         self._stopped = gevent.event.Event()
         self._heartbeat: gevent.Greenlet | None = None
         self._state = "new"
+        self._mounted: static.WsgiApp | None = None
 
     # -- handlers ------------------------------------------------------------------------------
     @overload
@@ -414,11 +417,23 @@ class WsServer:
             return ("503 Service Unavailable", "too many connections")
         return None
 
+    def mount(self, app: static.WsgiApp) -> None:
+        """Serve ``app`` (plain WSGI) on every HTTP path except the WebSocket path,
+        ``/healthz`` and ``/wscore.js`` — e.g. the pages that use the browser client.
+        Mounting again replaces it."""
+        if not callable(app):
+            raise UsageError("mount() expects a WSGI application")
+        self._mounted = app
+
     def _http(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         headers = list(self.config.cors_headers)
         refusal = environ.get("wscore.refusal")
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
+        if refusal is None and path == static.CLIENT_PATH:
+            return static.serve_client(environ, start_response, headers)
+        if refusal is None and self._mounted is not None and path not in (self.config.path, "/healthz"):
+            return static.call_wsgi(self._mounted, environ, start_response)
         if refusal is not None:
             status, message = refusal
             body: Any = {"error": message}
@@ -444,7 +459,8 @@ class WsServer:
         cfg = self.config
         conn_id = next(self._conn_ids)
         outbox = Outbox(conn_id, transport, limit=cfg.max_queued_frames)
-        outbox.ref = ConnectionActor.start(outbox)
+        writer = ActorWriter(ConnectionActor.start(outbox))
+        outbox.writer = writer
         self._conns[conn_id] = _Conn(transport, outbox)
         self._all_closed.clear()
         session_ref: Any = None
@@ -469,10 +485,7 @@ class WsServer:
                 except pykka.ActorDeadError:
                     pass
             outbox.closed = True
-            try:
-                outbox.ref.stop(block=False)
-            except pykka.ActorDeadError:
-                pass
+            writer.stop()
             transport.abort()
             del self._conns[conn_id]
             if not self._conns:

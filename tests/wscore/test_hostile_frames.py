@@ -132,14 +132,14 @@ def test_server_made_text_that_cannot_be_sent_is_an_internal_error(
 def test_a_failing_session_actor_ends_its_session_cleanly(
         make_server: Any, clients: Any, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    original = SessionActor._process
+    original = SessionActor._dispatch
 
     def process(self: SessionActor, env: Any) -> None:
         if env.event == "boom":
             raise RuntimeError("a bug in the session's own code")
         original(self, env)
 
-    monkeypatch.setattr(SessionActor, "_process", process)
+    monkeypatch.setattr(SessionActor, "_dispatch", process)
     server = make_server(setup=chat_app, session_ttl=300)
     victim, other = joined(clients, server), joined(clients, server)
     assert server.stats()["sessions"] == 2
@@ -158,14 +158,14 @@ def test_a_failing_session_actor_ends_its_session_cleanly(
 
 def test_a_failed_session_cannot_be_resumed(make_server: Any, clients: Any,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    original = SessionActor._process
+    original = SessionActor._dispatch
 
     def process(self: SessionActor, env: Any) -> None:
         if env.event == "boom":
             raise RuntimeError("bug")
         original(self, env)
 
-    monkeypatch.setattr(SessionActor, "_process", process)
+    monkeypatch.setattr(SessionActor, "_dispatch", process)
     server = make_server(setup=chat_app)
     victim = clients(server.url)
     sid = victim.recv()["p"]["sessionId"]

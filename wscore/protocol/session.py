@@ -1,14 +1,19 @@
 """A session's life and its two numbered streams, sans I/O (SPEC §3 "Resume").
 
-Rules kept here (and tested for totality in ``tests/wscore/protocol/test_session.py``):
+Rules kept here (and tested in ``tests/wscore/protocol/test_session_state.py``):
 
 1. A session is ATTACHED (one live connection), DETACHED (no connection; it
    waits ``session_ttl`` for its client) or CLOSED (terminal).
 2. Attaching while attached is a *takeover*: the old connection is closed
    with 4000 and the new one carries on the same stream.
-3. Expiry only closes a DETACHED session; an expiry that fires after a
-   re-attach is stale and ignored.
+3. Expiry only closes a DETACHED session.
 4. Nothing leaves CLOSED.
+
+:data:`TRANSITIONS` lists the legal pairs only; :func:`next_state` raises
+:class:`IllegalTransition` for any other. Inputs that no longer apply — a
+detach reported by a replaced connection, a TTL timer armed before a
+re-attach, anything after CLOSED — are filtered out by their caller
+(:class:`wscore.protocol.server_session.ServerSession`) before the table.
 
 The outgoing stream numbers every session frame 1, 2, 3 … and keeps the
 unacknowledged ones (at most ``max_buffered`` frames and ``max_bytes``
@@ -26,7 +31,9 @@ import enum
 from collections import deque
 
 __all__ = [
+    "ILLEGAL",
     "TRANSITIONS",
+    "IllegalTransition",
     "InboundTracker",
     "OutgoingStream",
     "ResumeImpossible",
@@ -51,26 +58,34 @@ class SessionInput(enum.Enum):
 
 
 _S, _I = SessionState, SessionInput
-#: The whole state machine: every (state, input) pair has exactly one entry.
+#: The whole state machine: the legal (state, input) pairs and where each leads.
 TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
     (_S.ATTACHED, _I.ATTACH): _S.ATTACHED,  # takeover (rule 2)
     (_S.ATTACHED, _I.DETACH): _S.DETACHED,
-    (_S.ATTACHED, _I.EXPIRE): _S.ATTACHED,  # stale timer (rule 3)
     (_S.ATTACHED, _I.CLOSE): _S.CLOSED,
     (_S.DETACHED, _I.ATTACH): _S.ATTACHED,  # resume
-    (_S.DETACHED, _I.DETACH): _S.DETACHED,  # a late report from an old connection
-    (_S.DETACHED, _I.EXPIRE): _S.CLOSED,
+    (_S.DETACHED, _I.EXPIRE): _S.CLOSED,  # rule 3
     (_S.DETACHED, _I.CLOSE): _S.CLOSED,
-    (_S.CLOSED, _I.ATTACH): _S.CLOSED,  # rule 4: the caller answers 1006
-    (_S.CLOSED, _I.DETACH): _S.CLOSED,
-    (_S.CLOSED, _I.EXPIRE): _S.CLOSED,
-    (_S.CLOSED, _I.CLOSE): _S.CLOSED,
+}
+#: Every other pair, and why it cannot happen to a caller that filters stale inputs.
+ILLEGAL: dict[tuple[SessionState, SessionInput], str] = {
+    (_S.ATTACHED, _I.EXPIRE): "a TTL timer of an earlier generation (rule 3)",
+    (_S.DETACHED, _I.DETACH): "a detach reported by a replaced connection",
+    **{(_S.CLOSED, i): "nothing leaves CLOSED (rule 4)" for i in SessionInput},
 }
 
 
+class IllegalTransition(ValueError):
+    """A (state, input) pair outside :data:`TRANSITIONS`: a bug in the caller."""
+
+
 def next_state(state: SessionState, event: SessionInput) -> SessionState:
-    """Look the transition up in :data:`TRANSITIONS`."""
-    return TRANSITIONS[(state, event)]
+    """Look the transition up in :data:`TRANSITIONS`; raises :class:`IllegalTransition`."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(f"{event.value} in state {state.value}: "
+                                f"{ILLEGAL.get((state, event), 'not in the table')}") from None
 
 
 class ResumeImpossible(Exception):

@@ -7,7 +7,9 @@ import itertools
 import pytest
 
 from wscore.protocol.session import (
+    ILLEGAL,
     TRANSITIONS,
+    IllegalTransition,
     InboundTracker,
     OutgoingStream,
     ResumeImpossible,
@@ -18,15 +20,23 @@ from wscore.protocol.session import (
 )
 
 
-def test_transition_table_is_total() -> None:
+def test_every_pair_is_either_legal_or_explicitly_illegal() -> None:
     pairs = set(itertools.product(SessionState, SessionInput))
-    assert set(TRANSITIONS) == pairs
+    assert set(TRANSITIONS) | set(ILLEGAL) == pairs
+    assert not set(TRANSITIONS) & set(ILLEGAL)
+
+
+def test_an_illegal_pair_raises() -> None:
+    for state, event in ILLEGAL:
+        with pytest.raises(IllegalTransition):
+            next_state(state, event)
 
 
 def test_closed_is_terminal_and_expiry_only_closes_detached() -> None:
-    assert all(next_state(SessionState.CLOSED, i) is SessionState.CLOSED for i in SessionInput)
-    assert next_state(SessionState.ATTACHED, SessionInput.EXPIRE) is SessionState.ATTACHED
+    assert not any((SessionState.CLOSED, i) in TRANSITIONS for i in SessionInput)
     assert next_state(SessionState.DETACHED, SessionInput.EXPIRE) is SessionState.CLOSED
+    with pytest.raises(IllegalTransition):
+        next_state(SessionState.ATTACHED, SessionInput.EXPIRE)
 
 
 def fill(stream: OutgoingStream, n: int) -> None:
