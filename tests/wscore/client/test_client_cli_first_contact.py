@@ -181,3 +181,56 @@ def test_sigint_without_a_terminal_also_exits_cleanly(app: Any) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and err == "" and out == ""
+
+
+def serve_chat(port: int) -> subprocess.Popen[str]:
+    """``wscore run examples.chat.app:server`` on ``port``, once it says it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "wscore", "run", "examples.chat.app:server",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    while "listening on" not in (line := proc.stderr.readline()):
+        assert line, "wscore run ended early"
+    return proc
+
+
+def test_after_the_first_connection_it_keeps_reconnecting() -> None:
+    """The short first-connect timeout is for the first contact only: a later outage
+    (here a server restart longer than it, sessions lost) is waited out and survived."""
+    port = closed_port()
+    server = serve_chat(port)
+    client = subprocess.Popen([sys.executable, "-m", "wscore", "client", f"ws://127.0.0.1:{port}/ws",
+                               "--connect-timeout", "1", "-v"], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    servers = [server]
+    try:
+        assert client.stdout is not None and client.stdin is not None
+
+        def read_until(text: str) -> None:
+            assert client.stdout is not None
+            while text not in (line := client.stdout.readline()):
+                assert line, f"the client ended before {text!r}"
+
+        read_until("# connected (new session")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+        read_until("# disconnected")
+        assert client.stderr is not None
+        while "failed" not in (line := client.stderr.readline()):  # -v: a refused reconnect
+            assert line, "the client ended during the outage"
+        time.sleep(1.5)  # not a synchronisation: the outage must outlast --connect-timeout
+        assert client.poll() is None
+        servers.append(serve_chat(port))
+        read_until("# session lost")
+        read_until("# connected (new session")
+        client.stdin.write('?echo "back"\n')
+        client.stdin.flush()
+        read_until('< "back"')
+        client.stdin.write("/quit\n")
+        client.stdin.flush()
+        assert client.wait(timeout=60) == 0
+    finally:
+        for proc in [client, *servers]:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
