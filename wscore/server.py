@@ -54,6 +54,7 @@ from actors.messages import (
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionEnv
 from wscore import static
+from wscore._console_log import install_default_handler, remove_default_handler
 from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
 from wscore.behaviours import WsActorController, WsController
 from wscore.config import WsServerConfig
@@ -305,9 +306,19 @@ class WsServer:
         log.info("wscore listening on %s", self.url)
 
     def serve_forever(self) -> None:
-        """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT."""
-        if self._state == "new":
-            self.start()
+        """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT.
+
+        Made for a plain script (``python app.py``): when neither the app nor
+        anything else configured logging (no handler on the ``wscore`` logger
+        or above it), a stderr handler is attached to the ``wscore`` logger
+        alone, at INFO, for the duration of the call, so the script says
+        where it listens and that it stopped. If it has to start the server
+        and cannot (the port is in use, a bad config), it logs that one line
+        at ERROR and raises ``SystemExit(2)`` instead of a traceback; call
+        :meth:`start` first to handle :class:`ConfigError` yourself.
+        """
+        default_handler = install_default_handler()
+        # The handlers come first: a signal just after "listening on" must stop us cleanly.
         handlers = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -315,10 +326,18 @@ class WsServer:
             except (ValueError, OSError):  # not in the main thread
                 pass
         try:
+            if self._state == "new":
+                try:
+                    self.start()
+                except ConfigError as exc:
+                    log.error("%s", exc)
+                    raise SystemExit(2) from None
             self._stopped.wait()
         finally:
             for h in handlers:
                 h.cancel()
+            if default_handler is not None:
+                remove_default_handler(default_handler)
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s, shutting down", signal.Signals(sig).name)
