@@ -278,6 +278,13 @@ class Ledger:
         epoch = self._clients[receiver].losses
         self._receipts.append(_Receipt(receiver, key[0], key[1], key[2], digest, time, epoch))
 
+    def delivery_malformed(self, receiver: int, text: object, problem: str) -> None:
+        """``receiver`` got a delivery of probe ``text`` that its workload says is wrong
+        (:meth:`~sandbox.workload.Workload.check_delivery`): a corrupted delivery."""
+        key = _key(text)
+        which = f"{key[0]}/{key[1]}" if key else repr(str(text)[:40])
+        self._corrupted.append(f"client {receiver}: delivery of {which}: {problem}")
+
     # -- rpc --------------------------------------------------------------------------------
     def rpc_sent(self, client: int, rpc_id: int, *, time: float) -> None:
         self._rpcs[(client, rpc_id)] = _Rpc(client, time)

@@ -1,8 +1,9 @@
 """``wscore sandbox run``: the command-line face of :func:`sandbox.runner.run_scenario`.
 
     wscore sandbox run --app MODULE:ATTR --profile NAME --clients N --duration S --seed K
-                       [--json PATH] [--rooms R] [--rate MSGS_PER_S_PER_CLIENT]
-                       [--rpc-ratio X] [--expect-session-loss | --no-expect-session-loss]
+                       [--workload MODULE:CLASS] [--json PATH] [--html PATH] [--rooms R]
+                       [--rate MSGS_PER_S_PER_CLIENT] [--rpc-ratio X]
+                       [--expect-session-loss | --no-expect-session-loss]
                        [--drain-timeout S] [--reset-every S] [--fault-log PATH] [-v]
 
 Prints the plain-text report on stdout; ``--json`` also writes the full report
@@ -21,6 +22,7 @@ from typing import Any
 
 from sandbox.argtypes import fraction, positive_float, positive_int
 from sandbox.profiles import profile_names
+from sandbox.workload import DEFAULT_WORKLOAD
 
 __all__ = ["register_run_command"]
 
@@ -34,6 +36,9 @@ def register_run_command(subparsers: Any) -> None:
                     "Exit 0: guarantees held; 1: a guarantee broke; 2: usage error.")
     p.add_argument("--app", required=True, metavar="MODULE:ATTR",
                    help="the WsServer to test, e.g. examples.chat_fast.app:server")
+    p.add_argument("--workload", default=DEFAULT_WORKLOAD, metavar="MODULE:CLASS",
+                   help="what each client does: a sandbox.workload.Workload subclass "
+                        f"(default {DEFAULT_WORKLOAD})")
     p.add_argument("--profile", required=True, choices=profile_names(), metavar="NAME",
                    help=f"network profile: {', '.join(profile_names())}")
     p.add_argument("--clients", type=positive_int, default=10, metavar="N")
@@ -81,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
             app=args.app, profile=args.profile, clients=args.clients, duration=args.duration,
             seed=args.seed, rooms=args.rooms, rate=args.rate, rpc_ratio=args.rpc_ratio,
             expect_session_loss=args.expect_session_loss, drain_timeout=args.drain_timeout,
-            reset_every_seconds=args.reset_every, fault_log_path=args.fault_log)
+            reset_every_seconds=args.reset_every, fault_log_path=args.fault_log,
+            workload=args.workload)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     # CLI output, not logging: the report is what the command is for.

@@ -74,12 +74,12 @@ from sandbox.app import (
     fit_profile_params,
     probe_app_config,
 )
-from sandbox.chat_workload import ChatWorkload
 from sandbox.drain import drain
 from sandbox.driver import Driver
 from sandbox.faults import FaultRecord, Trigger, fault_log_key
 from sandbox.profiles import build_profile, profile_names
 from sandbox.report import FaultSummary, Report, RunInfo, judge
+from sandbox.workload import DEFAULT_WORKLOAD, Workload, WorkloadError, load_workload
 from wscore.client import WsClientConfig
 
 __all__ = [
@@ -123,7 +123,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                  partition_after_seconds: float | None = None,
                  client_config: WsClientConfig | None = None,
                  app_env: Mapping[str, str] | None = None, python: str = sys.executable,
-                 fault_log_path: str | None = None) -> Report:
+                 fault_log_path: str | None = None,
+                 workload: str | type[Workload] = DEFAULT_WORKLOAD) -> Report:
     """Run ``app`` (``MODULE:ATTR``) behind the sandbox proxy with ``profile``; return the report.
 
     ``clients`` bundled clients in ``rooms`` rooms (default ``max(1, clients // 5)``)
@@ -133,6 +134,9 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     ``drain_timeout`` bounds the drain after the network is healed (default:
     the client's dead-link timeout + its backoff cap + 10 s). ``app_env`` adds
     environment variables for the app's processes (``PYTHONPATH`` is prepended).
+    ``workload`` is what each client does: a :class:`~sandbox.workload.Workload`
+    subclass or its ``MODULE:CLASS`` (default: the chat workload); before any
+    traffic the app must answer each of its requests.
 
     Raises :class:`ScenarioError` (one line) when the run cannot start;
     a run that starts always returns a :class:`Report` — its ``exit_code`` says
@@ -151,6 +155,10 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     n_rooms = rooms if rooms is not None else max(1, clients // 5)
     if not 1 <= n_rooms <= clients:
         raise ScenarioError(f"--rooms must be within 1..{clients}, got {n_rooms}")
+    try:
+        workload_class = load_workload(workload) if isinstance(workload, str) else workload
+    except WorkloadError as exc:
+        raise ScenarioError(str(exc)) from None
     wall0 = time.monotonic()
     app_config = probe_app_config(app, python=python, env=app_env)
     if app_config.require_auth:
@@ -169,7 +177,7 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     log.info("app %s running on %s:%d (log %s)", app, *process.address, process.log_path)
     try:
         with proxy(process.address, seed=seed, fault_log_path=fault_log_path) as net:
-            workloads = [ChatWorkload(i, n_rooms) for i in range(clients)]
+            workloads = [workload_class(i, n_rooms) for i in range(clients)]
             driver = Driver(net=net, app=app_config, workloads=workloads, seed=seed,
                             client_config=cfg)
             try:
@@ -196,7 +204,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     summary = driver.ledger.summarize()
     key = json.dumps(replay_key(fault_log), default=str).encode()
     run = RunInfo(
-        app=app, profile=profile, seed=seed, clients=clients, rooms=n_rooms,
+        app=app, workload=f"{workload_class.__module__}:{workload_class.__qualname__}",
+        profile=profile, seed=seed, clients=clients, rooms=n_rooms,
         duration_seconds=duration, rate_per_client=rate, rpc_ratio=rpc_ratio,
         heartbeat_seconds=app_config.heartbeat_seconds,
         app_ping_interval=app_config.ping_interval, app_ping_timeout=app_config.ping_timeout,
