@@ -31,6 +31,7 @@ import attrs
 
 from sandbox.guarantees import Evidence, breaches
 from sandbox.ledger import LedgerSummary, Percentiles
+from sandbox.timeline import Timeline
 
 __all__ = ["FaultSummary", "Report", "RunInfo", "Verdict", "judge"]
 
@@ -174,6 +175,8 @@ class Report:
     ledger: LedgerSummary
     faults: FaultSummary
     verdict: Verdict
+    #: The run over time, for the HTML report (not part of the JSON report).
+    timeline: Timeline | None = None
 
     @property
     def passed(self) -> bool:

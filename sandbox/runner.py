@@ -61,7 +61,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -78,7 +78,9 @@ from sandbox.drain import drain
 from sandbox.driver import Driver
 from sandbox.faults import FaultRecord, Trigger, fault_log_key
 from sandbox.profiles import build_profile, profile_names
+from sandbox.progress import LiveLine, ProgressSnapshot
 from sandbox.report import FaultSummary, Report, RunInfo, judge
+from sandbox.timeline import build_timeline
 from sandbox.workload import DEFAULT_WORKLOAD, Workload, WorkloadError, load_workload
 from wscore.client import WsClientConfig
 
@@ -124,7 +126,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                  client_config: WsClientConfig | None = None,
                  app_env: Mapping[str, str] | None = None, python: str = sys.executable,
                  fault_log_path: str | None = None,
-                 workload: str | type[Workload] = DEFAULT_WORKLOAD) -> Report:
+                 workload: str | type[Workload] = DEFAULT_WORKLOAD,
+                 progress_stream: TextIO | None = None) -> Report:
     """Run ``app`` (``MODULE:ATTR``) behind the sandbox proxy with ``profile``; return the report.
 
     ``clients`` bundled clients in ``rooms`` rooms (default ``max(1, clients // 5)``)
@@ -136,7 +139,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     environment variables for the app's processes (``PYTHONPATH`` is prepended).
     ``workload`` is what each client does: a :class:`~sandbox.workload.Workload`
     subclass or its ``MODULE:CLASS`` (default: the chat workload); before any
-    traffic the app must answer each of its requests.
+    traffic the app must answer each of its requests. ``progress_stream``: draw
+    the live progress line (:mod:`sandbox.progress`) there — only if it is a TTY.
 
     Raises :class:`ScenarioError` (one line) when the run cannot start;
     a run that starts always returns a :class:`Report` — its ``exit_code`` says
@@ -180,28 +184,55 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
             workloads = [workload_class(i, n_rooms) for i in range(clients)]
             driver = Driver(net=net, app=app_config, workloads=workloads, seed=seed,
                             client_config=cfg)
+            phase: dict[str, Any] = {"name": "connecting", "since": time.monotonic(), "total": None}
+
+            def enter(name: str, total: float | None) -> float:
+                phase.update(name=name, since=time.monotonic(), total=total)
+                return driver.now()
+
+            def snapshot() -> ProgressSnapshot:
+                live = driver.ledger.live_counts()
+                return ProgressSnapshot(
+                    title=f"sandbox run {profile}", phase=phase["name"],
+                    elapsed=time.monotonic() - phase["since"], total=phase["total"],
+                    deliveries=live["deliveries"], resumes=live["resumes"], losses=live["gaps"],
+                    sessions_lost=live["sessions_lost"],
+                    faults=sum(net.stats()["faults_injected"].values()))
+
+            line = LiveLine(snapshot, stream=progress_stream) if progress_stream else None
             try:
+                if line:
+                    line.start()
                 driver.connect_and_join(timeout=cfg.connect_timeout)
                 net.set_faults(faults)
                 log.info("faults on: %s (%d faults)", profile, len(faults))
+                send_start = enter("sending", duration)
                 driver.send_phase(duration=duration, rate=rate, rpc_ratio=rpc_ratio,
                                   rpc_timeout=duration + drain_budget + 60.0)
                 net.set_faults(())
                 net.proxy.end_blackhole()
                 log.info("faults off; draining (up to %.1f s)", drain_budget)
+                send_end = enter("draining", drain_budget)
                 heal = time.monotonic()
                 drained = drain(driver, heal + drain_budget)
                 drain_seconds = time.monotonic() - heal
+                drain_end = driver.now()
                 counters = driver.client_counters()
                 stopped = driver.clients_stopped()
                 app_exit = process.exit_code()
             finally:
+                if line:
+                    line.stop()
                 driver.close()
             fault_log = net.fault_log
             stats = net.stats()
     finally:
         process.stop()
     summary = driver.ledger.summarize()
+    deliveries, losses = driver.ledger.timeline_points()
+    timeline = build_timeline(deliveries=deliveries, losses=losses, events=driver.ledger.events,
+                              fault_log=fault_log, fault_offset=net.proxy.started_at - driver.t0,
+                              send_start=send_start, send_end=send_end, drain_end=drain_end)
     key = json.dumps(replay_key(fault_log), default=str).encode()
     run = RunInfo(
         app=app, workload=f"{workload_class.__module__}:{workload_class.__qualname__}",
@@ -219,4 +250,5 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
         counts=dict(stats["faults_injected"]), records=len(fault_log),
         digest=hashlib.sha256(key).hexdigest(), connections=int(stats["connections"]["accepted"]),
         log=[rec.to_dict() for rec in fault_log])
-    return Report(run=run, ledger=summary, faults=faults_summary, verdict=judge(summary, run))
+    return Report(run=run, ledger=summary, faults=faults_summary, verdict=judge(summary, run),
+                  timeline=timeline)
