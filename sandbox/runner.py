@@ -24,18 +24,23 @@ Phases (all clients live in this process, in gevent; the app does not):
 3. **Proxy** (``sandbox.proxy``) in front, *clean* at first.
 4. **Connect and join**: clients connect one after another (so the proxy's
    connection indexes, hence the per-connection fault RNGs, are the same on
-   every run), each joins room ``i % rooms`` with ``room.join``; client 0
-   first checks that the app answers every request of the workload (a
-   missing handler: one line, exit 2).
+   every run), each joins room ``i % rooms`` with its workload's ``join()``
+   (``--workload MODULE:CLASS``, the chat one by default); client 0 first
+   checks that the app answers every request of the workload (what is
+   missing: one line, exit 2).
 5. **Faults on**: the named profile is installed (``set_faults``), so its
    schedule (``partition_after_seconds`` …) counts from the start of sending.
 6. **Send** for ``duration`` seconds: every client, paced by its own seeded RNG,
-   sends ``chat.message`` probe texts (:mod:`sandbox.probe`) or ``echo``
-   requests with unique payloads.
+   publishes probe texts (:mod:`sandbox.probe`) or makes its workload's RPCs
+   with unique tokens (``chat.message`` and ``echo`` for chat).
 7. **Heal**: faults off (``set_faults(())``, proxy-wide blackhole ended).
 8. **Drain**, bounded by ``drain_timeout`` (:mod:`sandbox.drain`): barrier
-   ``echo`` round trips, re-joins, fences, outstanding RPCs.
-9. **Judge** (:func:`sandbox.report.judge`), close clients, stop proxy and app.
+   round trips, re-joins, fences, outstanding RPCs.
+9. **Judge** (:func:`sandbox.report.judge`), close clients, stop proxy and app;
+   the report carries the run's :class:`~sandbox.timeline.Timeline` (``--html``).
+
+On a terminal (``progress_stream`` a TTY) a live progress line shows the
+phases (:mod:`sandbox.progress`).
 
 Fitting profiles to the app. ``heartbeat_seconds`` given to the profiles is
 the time for *both* sides to notice a silent link: ``max(ping_timeout, client
