@@ -80,8 +80,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def loadtest_main(argv: Sequence[str]) -> int:
+    """``wscore loadtest SCENARIO …``: a locust scenario headless, summarised (``loadtests.cli``)."""
+    from loadtests.cli import main as loadtest_cli
+
+    return loadtest_cli(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:
+        return loadtest_main(argv[1:])
     if argv[:1] == ["sandbox"]:
         from sandbox.cli import main as sandbox_main
 
