@@ -116,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("client", help="interactive line client: wscore client URL", add_help=False)
     sub.add_parser("sandbox", help="flaky-network sandbox: wscore sandbox proxy|run ...",
                    add_help=False)
+    sub.add_parser("loadtest", help="a locust scenario, headless, with a summary: "
+                   "wscore loadtest SCENARIO ...", add_help=False)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

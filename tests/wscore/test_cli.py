@@ -85,7 +85,7 @@ def test_run_serves_the_example_and_sigterm_closes_with_1001() -> None:
 def test_help_lists_each_command_on_one_line() -> None:
     result = run_cli("--help")
     assert result.returncode == 0 and "The ``wscore`` command" not in result.stdout
-    for command in ("run", "client", "sandbox"):
+    for command in ("run", "client", "sandbox", "loadtest"):
         (line,) = [ln for ln in result.stdout.splitlines() if ln.strip().startswith(command + " ")]
         assert len(line.split()) > 3, line  # the command and its one-line description
 
