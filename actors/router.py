@@ -15,9 +15,11 @@ node is dropped here on :class:`Handover` (close 4000), never ended.
 Rules it keeps:
 
 * one message at a time;
-* **it never waits on anyone** (only tells). Others may *ask* it
-  (:class:`OpenSession`, :class:`ClaimSession`, :class:`FindRoom`,
-  :class:`Stats`): since it never asks back, no cycle can form.
+* **it never waits on anyone**: it only tells (stopping a room included:
+  ``stop(block=False)``). Others may *ask* it (:class:`OpenSession`,
+  :class:`ClaimSession`, :class:`FindRoom`, :class:`Stats`): since it never
+  asks back, no cycle can form. Creating a session or a room actor does not
+  wait on it either (the actor starts in its own greenlet).
 * a room is stopped only when it reported empty *and* no message was routed
   to it after that report (compare counters), so a join racing the room's
   end is never lost.
@@ -159,7 +161,7 @@ class RouterActor(GeventActor):
             entry = self.rooms.get(message.room_id)
             if entry is not None and entry.routed == message.handled:
                 del self.rooms[message.room_id]
-                entry.ref.stop()
+                entry.ref.stop(block=False)
                 if self.links is not None:
                     self.links.unsubscribe(message.room_id)
         elif isinstance(message, FindRoom):
@@ -292,6 +294,6 @@ class RouterActor(GeventActor):
             else:
                 tell_quietly(entry.ref, EndSession(msg.close_code, msg.reason))
         for room in list(self.rooms.values()):
-            room.ref.stop()
+            room.ref.stop(block=False)  # each room ends after the messages it already holds
         self.rooms.clear()
         self.stop()
