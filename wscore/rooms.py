@@ -1,0 +1,115 @@
+"""``server.rooms``: the rooms API of SPEC §2 (join, leave, members, broadcast, behaviours)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
+from actors.router import FindRoom
+from wscore.context import WsSession
+from wscore.errors import UsageError, WsError
+from wscore.protocol.codes import ErrorCode
+from wscore.protocol.envelope import encode_envelope
+
+if TYPE_CHECKING:
+    from wscore.server import WsServer
+
+__all__ = ["Rooms"]
+
+_ASK_TIMEOUT = 10.0
+
+
+class Rooms:
+    """``server.rooms``: join, leave, list and broadcast to rooms (SPEC §2)."""
+
+    def __init__(self, server: WsServer) -> None:
+        self._server = server
+        self._behaviours: list[tuple[str, Callable[[str], Any]]] = []
+
+    def join(self, room_id: str, session: WsSession | str) -> None:
+        """Add ``session`` (a :class:`WsSession` or a session id) to ``room_id``.
+
+        Raises :class:`WsError` 1010 when the session is already in
+        ``max_rooms_per_session`` rooms (raised in a handler, it answers the
+        request that asked). A join by session id is checked by the session
+        itself, which leaves a room over its cap.
+        """
+        room_id = _room_id(room_id)
+        if isinstance(session, WsSession):
+            cap = self._server.config.max_rooms_per_session
+            if room_id not in session._rooms and len(session._rooms) >= cap:
+                raise WsError(ErrorCode.RATE_LIMIT_EXCEEDED,
+                              f"a session may be in at most {cap} rooms",
+                              {"limit": "max_rooms_per_session", "max": cap})
+            cursor = self._server._room_cursor(room_id)
+            # Visible at once to the handler that asked; the room confirms it again.
+            session._rooms.add(room_id)
+            self._server._router.tell(JoinRoom(room_id, session.id, cursor))
+        else:
+            self._server._router.tell(JoinRoom(room_id, str(session),
+                                               self._server._room_cursor(room_id)))
+
+    def leave(self, room_id: str, session: WsSession | str) -> None:
+        room_id = _room_id(room_id)
+        if isinstance(session, WsSession):
+            session._rooms.discard(room_id)
+            session_id = session.id
+        else:
+            session_id = str(session)
+        self._server._router.tell(LeaveRoom(room_id, session_id))
+
+    def members(self, room_id: str) -> list[str]:
+        """Session ids in the room (server-side data: never send them to other clients).
+
+        With Redis: the members on every node (read from Redis; blocks for a round trip).
+        """
+        cluster = self._server._cluster
+        if cluster is not None:
+            try:
+                found: list[str] = cluster.log.room_members(_room_id(room_id))
+                return found
+            except Exception as exc:
+                raise WsError(ErrorCode.INTERNAL_ERROR, "room membership is unavailable") from exc
+        ref = self._server._router.ask(FindRoom(_room_id(room_id)), timeout=_ASK_TIMEOUT)
+        if ref is None:
+            return []
+        try:
+            members: list[str] = ref.ask(RoomMembers(), timeout=_ASK_TIMEOUT)
+        except pykka.ActorDeadError:
+            return []
+        return members
+
+    def broadcast(self, room_id: str, event: str, payload: Any = None) -> None:
+        """Send ``event`` to every member of the room (encoded once for all)."""
+        frame = encode_envelope(event, payload, now_ms=_now_ms())
+        self._server._router.tell(RoomBroadcast(_room_id(room_id), frame, event, payload))
+
+    def set_behaviour(self, factory: Callable[[str], Any], *, prefix: str = "") -> None:
+        """Rooms whose id starts with ``prefix`` get ``factory(room_id)`` as their behaviour.
+
+        Applies to rooms created afterwards; the longest matching prefix wins.
+        """
+        self._behaviours.append((prefix, factory))
+        self._behaviours.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def _behaviour_for(self, room_id: str) -> Any:
+        for prefix, factory in self._behaviours:
+            if room_id.startswith(prefix):
+                return factory(room_id)
+        return None
+
+
+def _room_id(room_id: Any) -> str:
+    if not isinstance(room_id, str) or not room_id:
+        raise UsageError(f"room id must be a non-empty string, got {room_id!r}")
+    return room_id
+
+
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
