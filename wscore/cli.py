@@ -1,6 +1,6 @@
 """The ``wscore`` command.
 
-    wscore run MODULE:ATTR [--host H] [--port P] [--log-level L]
+    wscore run MODULE:ATTR [--host H] [--port P] [--log-level L] [--redis URL] [--workers N]
     wscore client URL [...]            interactive line client
     wscore sandbox proxy|run ...       the flaky-network sandbox
 
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from wscore import workers
 from wscore.errors import ConfigError
 from wscore.server import WsServer
 
@@ -53,7 +54,7 @@ def load_server(target: str) -> WsServer:
     return obj
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     server = load_server(args.target)
     overrides = {}
     if args.host is not None:
@@ -62,6 +63,12 @@ def _run(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if overrides:
         server.config = attrs.evolve(server.config, **overrides)
+    # -- workers (wscore/workers.py): a worker serves the supervisor's socket; N > 1 supervises
+    if args.workers != 1 and args.worker_fds is None:
+        return workers.supervise(server.config, workers=args.workers, argv=argv, redis_flag=args.redis)
+    server.config = workers.with_redis(server.config, args.redis)
+    if args.worker_fds is not None:
+        return workers.run_worker(server, args.worker_fds)
     server.start()
     logging.getLogger("wscore.cli").info(
         "serving %s on %s (healthz: http://%s:%d/healthz)", args.target, server.url,
@@ -87,13 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--host", default=None)
     run.add_argument("--port", type=int, default=None)
     run.add_argument("--log-level", default="INFO")
+    workers.add_arguments(run)  # --workers N (and --redis URL unless defined above)
     sub.add_parser("client", help="interactive line client (wscore client URL)")
     sub.add_parser("sandbox", help="flaky-network sandbox (wscore sandbox proxy|run …)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args)
+        return _run(args, argv)
     except (TargetError, ConfigError) as exc:
         print(f"wscore: error: {exc}", file=sys.stderr)
         return 2
