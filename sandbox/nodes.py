@@ -219,7 +219,7 @@ class NodeRestarts:
         self._max = max_restarts
         self._stopping = gevent.event.Event()
         self._greenlet: gevent.Greenlet[[], None] | None = None
-        #: (node index, signal name, exit status) of each restart done, in order.
+        #: (node index, signal name or "exited", exit status) of each restart done, in order.
         self.done: list[tuple[int, str, int]] = []
         self.error: str | None = None
 
@@ -242,21 +242,28 @@ class NodeRestarts:
             node = nodes[(first + k) % len(nodes)]
             sig = signals[k % 2]
             name = "node_" + signal.Signals(sig).name.lower()
-            self._proxy.record(-1, "both", name, 0, Trigger.TIME, {"node": node.index, "pid": node.pid})
-            code = node.kill(sig)
             down = self._rng.uniform(0.3, 1.0)
-            log.info("node %d: %s -> exit %d; down for %.2f s", node.index, name, code, down)
-            # Down for a while even if the run heals meanwhile: a restart is not cut short.
-            gevent.sleep(down)
+            how = signal.Signals(sig).name
             try:
+                if node.running():
+                    self._proxy.record(-1, "both", name, 0, Trigger.TIME,
+                                       {"node": node.index, "pid": node.pid})
+                    code = node.kill(sig)
+                    log.info("node %d: %s -> exit %d; down for %.2f s", node.index, name, code, down)
+                else:  # it died by itself: only bring it back
+                    code = node.proc.returncode if node.proc is not None else 0
+                    how = "exited"
+                # Down for a while even if the run heals meanwhile: a restart is not cut short.
+                gevent.sleep(down)
                 node.start()
             except ScenarioError as exc:
+                # The report shows it: the node stays down, so the app's exit code is set.
                 self.error = str(exc)
-                log.error("%s", exc)
+                log.error("node restarts stopped: %s", exc)
                 return
             self._proxy.record(-1, "both", "node_start", 0, Trigger.TIME,
                                {"node": node.index, "pid": node.pid})
-            self.done.append((node.index, signal.Signals(sig).name, code))
+            self.done.append((node.index, how, code))
             if self._stopping.wait(self._rng.uniform(0.5, 1.5)):
                 return
 

@@ -182,6 +182,7 @@ class Supervisor:
         self._signals = 0
         self._status = 0
         self._greenlets: list[gevent.Greenlet] = []
+        self._served = False  # some worker has served: later deaths are replaced, not fatal
 
     @property
     def pids(self) -> list[int]:
@@ -199,15 +200,15 @@ class Supervisor:
             first = self._workers[0]
             self._greenlets.append(gevent.spawn(self._keep, first))
             # The canary: a worker that cannot start (bad Redis URL, …) fails alone, once.
-            while not first.ready.wait(timeout=0.5):
-                if self._stopping.is_set():
-                    return self._shutdown()
+            gevent.wait([first.ready, self._stopping], count=1)
+            if self._stopping.is_set():
+                return self._shutdown()
             for worker in self._workers[1:]:
                 self._greenlets.append(gevent.spawn(self._keep, worker))
             for worker in self._workers[1:]:
-                while not worker.ready.wait(timeout=0.5):
-                    if self._stopping.is_set():
-                        return self._shutdown()
+                gevent.wait([worker.ready, self._stopping], count=1)
+                if self._stopping.is_set():
+                    return self._shutdown()
             log.info("all %d workers ready (pids %s)", len(self._workers),
                      " ".join(str(p) for p in self.pids))
             self._stopping.wait()
@@ -269,11 +270,11 @@ class Supervisor:
             return
         if data == _READY:
             log.info("worker %d (pid %d) ready", worker.index, pid)
+            self._served = True
             worker.ready.set()
 
     def _keep(self, worker: _Worker) -> None:
         """Run ``worker``'s slot: start, wait for the exit, back off, start again, until stopping."""
-        ever_ready = False
         while not self._stopping.is_set():
             self._spawn(worker)
             proc, channel = worker.proc, worker.channel
@@ -285,12 +286,11 @@ class Supervisor:
             reader.kill(block=False)
             channel.close()
             was_ready = worker.ready.is_set()
-            ever_ready = ever_ready or was_ready
             if self._stopping.is_set():
                 level = logging.INFO if returncode == 0 else logging.WARNING
                 log.log(level, "worker %d (pid %d) %s", worker.index, proc.pid, _describe(returncode))
                 return
-            if not ever_ready and not any(w.ready.is_set() for w in self._workers):
+            if not self._served:
                 # Nothing ever served: a start-up error (the worker said why on stderr).
                 log.error("worker %d (pid %d) %s before it served: giving up",
                           worker.index, proc.pid, _describe(returncode))
