@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,14 +40,20 @@ def start_workers(n: int, redis_url: str) -> tuple[subprocess.Popen[str], int]:
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     port = 0
-    for line in proc.stderr:  # the supervisor's log: the bound port, then readiness
+    for line in proc.stderr:  # the supervisor's log (the port, then readiness), or one server's
         found = re.search(r"supervising \d+ workers on ws://[^:]+:(\d+)/", line)
         if found:
             port = int(found.group(1))
         if re.search(r"all \d+ workers ready", line):
             break
+        single = re.search(r"wscore.cli: serving \S+ on ws://[^:]+:(\d+)/", line)
+        if single:  # --workers 1: the plain server, no supervisor
+            port = int(single.group(1))
+            break
     else:
         raise SystemExit(f"bench: --workers {n} did not start")
+    # Keep reading what the processes log, or a full pipe would stall them.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
     return proc, port
 
 
