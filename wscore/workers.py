@@ -25,6 +25,8 @@ Contracts:
   supervisor waits for them at most ``shutdown_timeout + 10`` seconds, then
   SIGKILLs the rest. Exit 0 when every worker stopped on its own, 1 if one had
   to be killed. A second signal kills the workers at once.
+* Each worker is a node of its own (``node_id`` None: each picks one; a
+  configured ``node_id`` gets ``-w<index>`` appended, so workers never share one).
 * Workers run in their own session (a terminal's Ctrl-C reaches only the
   supervisor, which forwards one SIGTERM) and watch a socketpair to the
   supervisor: if the supervisor dies (even by SIGKILL) they stop too.
@@ -108,6 +110,10 @@ def run_worker(server: Any, spec: str) -> int:
         raise ConfigError(f"{WORKER_FDS} must be LISTEN_FD,CHANNEL_FD,INDEX, got {spec!r}") from None
     listener = socket.socket(fileno=listen_fd)
     channel = socket.socket(fileno=channel_fd)
+    node_id = getattr(server.config, "node_id", None)
+    if node_id:
+        # Each worker is a node of its own in Redis: a configured id gets the worker's index.
+        server.config = attrs.evolve(server.config, node_id=f"{node_id}-w{index}")
     server.start(listener=listener)
     log.info("worker %d (pid %d) serving %s", index, os.getpid(), server.url)
     try:
