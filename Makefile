@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 --no-install-recommends redis-server; st=$$?; \
 	  if [ $$own = 1 ]; then rm -f $$rc; fi; exit $$st; }
+	@# the sandbox's HTML-report test opens the report in headless Chromium (Debian's)
+	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -38,8 +40,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
+## make bench: bounded server figures (~1 min); WSBENCH=DIR adds fan-out (benchmarks/README.md)
 bench: $(STAMP)
-	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_server.py all
 
 clean:
 	rm -rf $(VENV) build *.egg-info

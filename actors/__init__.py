@@ -24,23 +24,24 @@ A session is never asked by an actor, so a session blocked in a handler can
 only delay its own client's attach, never deadlock.
 """
 
-# wscore initialises first: it makes the process gevent-ready, and its server
-# imports these modules, so importing ``actors`` on its own must go through it.
+# The wscore package first: importing it makes the process gevent-ready (monkey
+# patching) before pykka imports threading. It is cheap: the package loads its
+# server-side names lazily, so this pulls in no server (tests/test_imports.py).
 import wscore  # noqa: F401
 from actors._runtime import GeventActor, GeventFuture
-from actors.connection import ConnectionActor, Outbox
+from actors.connection import ActorWriter, ConnectionActor
 from actors.handler import HandlerActor
 from actors.room import RoomActor
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionActor, SessionEnv
 
 __all__ = [
+    "ActorWriter",
     "ConnectionActor",
     "FindRoom",
     "GeventActor",
     "GeventFuture",
     "HandlerActor",
-    "Outbox",
     "RoomActor",
     "RouterActor",
     "SessionActor",

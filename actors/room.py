@@ -7,7 +7,9 @@ Rules it keeps:
   always applied before it;
 * a broadcast arrives encoded once; the room hands the *same* ``Deliver``
   value to every member, and each session only splices in its own ``s``;
-* it never waits on another actor; when its last member leaves it reports
+* it never waits on another actor (behaviour hooks are user code: they must
+  not wait on this room, e.g. through ``server.rooms.members`` of their own
+  room, or it would wait on itself); when its last member leaves it reports
   :class:`RoomEmpty` with the number of routed messages it handled, and the
   router stops it only if nothing was routed to it since (no lost joins);
 * behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time.

@@ -11,9 +11,11 @@ users while keeping the same messages.
 Rules it keeps:
 
 * one message at a time;
-* **it never waits on anyone** (only tells). Others may *ask* it
-  (:class:`OpenSession`, :class:`ClaimSession`, :class:`FindRoom`,
-  :class:`Stats`): since it never asks back, no cycle can form.
+* **it never waits on anyone**: it only tells (stopping a room included:
+  ``stop(block=False)``). Others may *ask* it (:class:`OpenSession`,
+  :class:`ClaimSession`, :class:`FindRoom`, :class:`Stats`): since it never
+  asks back, no cycle can form. Creating a session or a room actor does not
+  wait on it either (the actor starts in its own greenlet).
 * a room is stopped only when it reported empty *and* no message was routed
   to it after that report (compare counters), so a join racing the room's
   end is never lost.
@@ -129,7 +131,7 @@ class RouterActor(GeventActor):
             entry = self.rooms.get(message.room_id)
             if entry is not None and entry.routed == message.handled:
                 del self.rooms[message.room_id]
-                entry.ref.stop()
+                entry.ref.stop(block=False)
         elif isinstance(message, FindRoom):
             entry = self.rooms.get(message.room_id)
             return entry.ref if entry is not None else None
@@ -203,6 +205,6 @@ class RouterActor(GeventActor):
         for entry in list(self.sessions.values()):
             tell_quietly(entry.ref, EndSession(msg.close_code, msg.reason))
         for room in list(self.rooms.values()):
-            room.ref.stop()
+            room.ref.stop(block=False)  # each room ends after the messages it already holds
         self.rooms.clear()
         self.stop()

@@ -279,6 +279,8 @@ class SessionActor(GeventActor):
             correlation_id=action.correlation_id, wall=self.env.wall_clock()))
 
     def _on_end(self, msg: EndSession) -> None:
+        if msg.conn_id is not None and msg.conn_id != self.protocol.conn_id:
+            return  # a 1000 close from a connection this session has since left
         self._carry_out(self.protocol.end(msg.close_code, msg.reason))
 
     def _ended(self, reason: str) -> None:
@@ -350,8 +352,10 @@ class SessionActor(GeventActor):
         c = env.correlation_id
         spec = self.env.handlers.get(event)
         if spec is None:
-            self._push_error(WsError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for event {event!r}",
-                                     {"event": event}), c)
+            # The name is the client's own text: echo at most 200 characters of it back.
+            name = event[:200]
+            self._push_error(WsError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for event {name!r}",
+                                     {"event": name}), c)
             return
         try:
             if spec.schema is not None:

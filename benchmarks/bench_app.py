@@ -1,4 +1,4 @@
-"""The app the server benchmarks run: the same events as shared/tools/wsbench/wscore_app.py.
+"""The app the server benchmarks run (the events the ``wsbench`` load generator speaks).
 
 ``echo`` returns its payload; ``room.join`` joins; ``bench.publish`` broadcasts
 ``bench.msg`` to the room. Limits are opened up so the benchmark measures the

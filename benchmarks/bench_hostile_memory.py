@@ -1,4 +1,4 @@
-"""Server memory under two hostile-input attacks (issue 8): tiny fragments and huge headers.
+"""Server memory under hostile-input attacks (issue 8): fragments, headers, replay, rooms.
 
     python benchmarks/bench_hostile_memory.py [--conns 10] [--src PATH]
 
@@ -14,6 +14,13 @@ prints its RSS before and after each attack, as JSON lines:
   (``handshake_timeout`` 3 s); prints how many are still open after 12 s;
 * ``headers_under_cap``: 20x as many connections send 60 KB of headers (under
   the 64 KiB cap, so accepted) and stay connected with their sessions.
+
+* ``unacked_replay``: each connection sends 300 echo requests of 100 KB,
+  reads nothing, acknowledges nothing and drops its TCP connection: the
+  session keeps its replay buffer for ``session_ttl`` (bounded by
+  ``max_buffered_bytes`` since issue 8; before, by frame count only);
+* ``rooms``: one client asks to join 9,000 distinct rooms (bounded by
+  ``max_rooms_per_session`` since issue 8).
 
 ``--src`` runs the server from another checkout (e.g. an unfixed tree from
 ``git archive``) to measure "before" against "after".
@@ -39,12 +46,20 @@ from wscore import WsServer, WsServerConfig
 cfg = WsServerConfig.dev(host="127.0.0.1", port=int(sys.argv[1]), max_connections=100_000,
                          handshake_timeout=3.0)
 server = WsServer(config=cfg)
+server.on("echo", lambda ctx: ctx.payload)
+def join(ctx):
+    server.rooms.join(ctx.payload, ctx.session)
+    return True
+server.on("room.join", join)
 server.serve_forever()
 """
 
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
 ZERO_MASK = b"\0\0\0\0"  # a zero mask leaves the payload as is (the server unmasks anyway)
+
+
+ATTACK_NAMES = ["fragments", "headers", "headers_under_cap", "slowloris", "unacked_replay", "rooms"]
 
 
 def free_port() -> int:
@@ -195,15 +210,75 @@ def attack_headers_under_cap(port: int, pid: int, conns: int) -> dict[str, objec
             "per_conn_kib": round((after - before) / conns)}
 
 
+def send_text(sock: socket.socket, text: str) -> None:
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+    sock.sendall(head + ZERO_MASK + payload)
+
+
+def attack_unacked_replay(port: int, pid: int, conns: int) -> dict[str, object]:
+    before = settle(pid)
+    pad = "r" * 100_000
+    for _ in range(conns):
+        sock, _, _ = upgrade(port)
+        sock.settimeout(2.0)
+        try:
+            for i in range(300):
+                send_text(sock, json.dumps({"v": "1.0", "e": "echo", "p": pad, "c": i}))
+        except OSError:
+            pass  # the server stopped reading (backpressure): what it took is what counts
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        sock.close()  # RST: the session is detached and keeps its replay for the TTL
+    after = settle(pid)
+    return {"attack": "unacked_replay", "conns": conns, "frame_bytes": len(pad),
+            "rss_before_kib": before, "rss_after_kib": after,
+            "per_session_kib": round((after - before) / conns)}
+
+
+def attack_rooms(port: int, pid: int, rooms: int) -> dict[str, object]:
+    before = settle(pid)
+    sock, _, _ = upgrade(port)
+    sock.settimeout(30)
+    reader = sock.makefile("rb")
+    acks = refused = 0
+    for start in range(0, rooms, 200):  # in batches, reading the answers of each
+        batch = range(start, min(start + 200, rooms))
+        for i in batch:
+            send_text(sock, json.dumps({"v": "1.0", "e": "room.join", "p": f"room-{i}", "c": i}))
+        answered = 0
+        while answered < len(batch):
+            chunk = reader.read1(65536)
+            if not chunk:
+                break
+            ok, no = chunk.count(b'"e":"ack"'), chunk.count(b'"code":1010')
+            acks, refused, answered = acks + ok, refused + no, answered + ok + no
+    after = settle(pid)
+    sock.close()
+    return {"attack": "rooms", "asked": rooms, "joined": acks, "refused_1010": refused,
+            "rss_before_kib": before, "rss_after_kib": after,
+            "delta_kib": after - before}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--src", default=ROOT, help="checkout whose wscore the server runs")
+    ap.add_argument("--only", nargs="*", choices=ATTACK_NAMES, help="run only these attacks")
     args = ap.parse_args()
     attacks = [lambda port, pid: attack_fragments(port, pid, args.conns, (1 << 20) - 4096),
                lambda port, pid: attack_headers(port, pid, args.conns),
                lambda port, pid: attack_headers_under_cap(port, pid, args.conns * 20),
-               lambda port, pid: attack_slowloris(port, pid, 300)]
+               lambda port, pid: attack_slowloris(port, pid, 300),
+               lambda port, pid: attack_unacked_replay(port, pid, 3),
+               lambda port, pid: attack_rooms(port, pid, 9000)]
+    if args.only:
+        attacks = [a for a, name in zip(attacks, ATTACK_NAMES, strict=True) if name in args.only]
     for attack in attacks:  # a fresh server each: freed memory is not returned to the OS
         port = free_port()
         server = start_dev_server(port, os.path.abspath(args.src))

@@ -3,6 +3,7 @@
     python benchmarks/bench_server.py idle --conns 1000
     python benchmarks/bench_server.py echo --clients 10 --duration 10 [--wsbench DIR]
     python benchmarks/bench_server.py fanout --subs 1000 --rate 100 --messages 800 --wsbench DIR
+    python benchmarks/bench_server.py all [--wsbench DIR]     # what `make bench` runs (~1 min)
 
 The server runs in its own process (``wscore run benchmarks.bench_app:server``),
 pinned to CPU 0 when ``taskset`` exists; the load runs here, pinned to CPU 1.
@@ -10,10 +11,17 @@ pinned to CPU 0 when ``taskset`` exists; the load runs here, pinned to CPU 1.
 * idle: RSS of the server process before and after N sessions connect
   (after a warm-up of 50 connections opened and closed), divided by N.
 * echo: C closed-loop clients send ``echo`` requests; round trips/s and latency.
-  With ``--wsbench DIR`` the independent Node harness (shared/tools/wsbench) is
-  the load generator; otherwise a gevent raw-socket client using wscore's frame
-  codec (which may saturate before the server: watch the CPU figures).
-* fanout: wsbench only (a Python receiver cannot keep up with 100k deliveries/s).
+  With ``--wsbench DIR`` (or ``WSBENCH=DIR``) an independent Node load generator
+  is used; otherwise a gevent raw-socket client using wscore's frame codec
+  (which may saturate before the server: watch the CPU figures).
+* fanout: the Node load generator only (a Python receiver cannot keep up with
+  100k deliveries/s); without one, ``all`` skips it with a message and
+  ``fanout`` exits 2.
+* all: idle (200 sessions), echo (5 s), and fanout when a load generator is given.
+
+The Node load generator (``wsbench``) is not part of this repository; what it
+must provide, and how the figures in docs/guarantees.md were taken, is in
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -213,9 +221,22 @@ def bench_echo(args: argparse.Namespace) -> None:
         server.wait(10)
 
 
+def find_wsbench(path: str | None) -> str | None:
+    """The load generator's directory (``--wsbench``, else ``$WSBENCH``), checked; None if unset."""
+    path = path or os.environ.get("WSBENCH") or None
+    if path is None:
+        return None
+    if not os.path.isfile(os.path.join(path, "wsbench.js")):
+        raise SystemExit(f"bench: no wsbench.js in {path!r} (--wsbench / WSBENCH)")
+    if shutil.which("node") is None:
+        raise SystemExit("bench: --wsbench needs node on PATH")
+    return path
+
+
 def bench_fanout(args: argparse.Namespace) -> None:
     if not args.wsbench:
-        raise SystemExit("bench: fanout needs --wsbench DIR (the Node harness)")
+        raise SystemExit("bench: fanout needs the Node load generator: --wsbench DIR or WSBENCH=DIR "
+                         "(see benchmarks/README.md)")
     port = free_port()
     server = start_server(port)
     try:
@@ -248,8 +269,26 @@ def main() -> None:
     fan.add_argument("--rate", type=int, default=100)
     fan.add_argument("--messages", type=int, default=800)
     fan.add_argument("--wsbench", default=None)
+    every = sub.add_parser("all", help="idle, echo and (with a load generator) fanout, bounded")
+    every.add_argument("--wsbench", default=None)
     args = ap.parse_args()
+    args.wsbench = find_wsbench(args.wsbench) if hasattr(args, "wsbench") else None
+    if args.mode == "all":
+        bench_all(args)
+        return
     {"idle": bench_idle, "echo": bench_echo, "fanout": bench_fanout}[args.mode](args)
+
+
+def bench_all(args: argparse.Namespace) -> None:
+    """The bounded run of ``make bench``: each figure prints one JSON line."""
+    base = {"wsbench": args.wsbench}
+    bench_idle(argparse.Namespace(**base, conns=200))
+    bench_echo(argparse.Namespace(**base, clients=10, duration=5.0, warmup=1.0))
+    if args.wsbench:
+        bench_fanout(argparse.Namespace(**base, subs=1000, rate=100, messages=400))
+    else:
+        print("bench: fanout skipped: it needs the Node load generator (--wsbench DIR or "
+              "WSBENCH=DIR; see benchmarks/README.md)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,26 @@
 #
 # Usage: benchmarks/run_autobahn.sh [run.sh options, e.g. --no-perf, --cases 6.*, -q]
 # Environment:
-#   AUTOBAHN_RUNNER  the testsuite runner (default /work/shared/tools/autobahn/run.sh)
+#   AUTOBAHN_RUNNER  the testsuite runner, required: a script that wraps Autobahn|Testsuite's
+#                    `wstest -m fuzzingclient` (Python 2) with this interface:
+#                    `RUNNER --install-only`, `RUNNER --agent NAME [options] URL`, exit 0/1/2
+#                    and the verdict line above as its last line. Not part of this
+#                    repository; docs/conformance.md says how to get or write one.
 #   PYTHON           the interpreter with wscore installed (default: .venv/bin/python, else python3)
 # Too slow for `make test` (about 20 s once the testsuite is installed, plus a
 # first-time install of about 30 s). See docs/conformance.md.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNNER=${AUTOBAHN_RUNNER:-/work/shared/tools/autobahn/run.sh}
+RUNNER=${AUTOBAHN_RUNNER:-}
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
-[[ -x "$RUNNER" ]] || { echo "run_autobahn.sh: runner not found: $RUNNER (set AUTOBAHN_RUNNER)" >&2; echo "autobahn: error: no runner"; exit 2; }
+if [[ -z "$RUNNER" ]]; then
+  echo "run_autobahn.sh: set AUTOBAHN_RUNNER to an Autobahn|Testsuite runner (see docs/conformance.md)" >&2
+  echo "autobahn: error: no runner"; exit 2
+fi
+[[ -x "$RUNNER" ]] || { echo "run_autobahn.sh: runner not executable: $RUNNER (AUTOBAHN_RUNNER)" >&2; echo "autobahn: error: no runner"; exit 2; }
 
 # Install the testsuite first so its one-off setup time does not count against the app.
 "$RUNNER" --install-only >&2 || { echo "autobahn: error: testsuite install failed"; exit 2; }

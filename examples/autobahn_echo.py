@@ -8,11 +8,11 @@ wires it (gevent-websocket's HTTP upgrade, then wscore's own framing in
 text and every binary message as binary — the testsuite's convention.
 
     python -m examples.autobahn_echo --port 9001
-    /work/shared/tools/autobahn/run.sh --agent wscore ws://127.0.0.1:9001/
+    wstest -m fuzzingclient -s fuzzingclient.json   # its "servers" url: ws://127.0.0.1:9001/
 
 ``--port 0`` binds a free port; the first line on stdout is always
 ``autobahn_echo listening on ws://HOST:PORT/`` so a script can read the port
-(see ``benchmarks/run_autobahn.sh``).
+(see ``benchmarks/run_autobahn.sh`` and docs/conformance.md).
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ on a worker, :meth:`WsCounters.merge` on the master), logged when a test stops
 (logger ``wscore.loadtests``) and served as JSON at ``/ws-counters`` by the web
 UI. Which of them are broken guarantees is :mod:`sandbox.guarantees`' to say
 (:data:`GUARANTEE_COUNTERS`): when one is non-zero at exit, the process exit
-code is 1. The listeners doing all that are in this module but registered
-only by :func:`loadtests.hooks.install`.
+code is 1. So is a run in which nobody connected, or in which connection
+attempts failed and nothing was sent (:func:`run_problem`: a wrong ``--host`` or
+a dead server never passes, whatever ``-t`` is). The listeners doing all that
+are in this module but registered only by :func:`loadtests.hooks.install`.
 
 Everything runs in locust's gevent hub (WsClient is gevent-based): no threads,
 so counters need no locks.
@@ -36,6 +38,8 @@ __all__ = [
     "on_test_start",
     "on_test_stop",
     "on_worker_report",
+    "requests_sent",
+    "run_problem",
 ]
 
 log = logging.getLogger("wscore.loadtests")
@@ -123,6 +127,31 @@ class WsCounters:
         return " ".join(f"{name}={self._values[name]}" for name in COUNTER_NAMES)
 
 
+#: Statistics types that are not traffic the users sent to the server.
+_NOT_SENT = frozenset({"CONNECT", "RECONNECT", "STORM"})
+
+
+def requests_sent(environment: Environment) -> int:
+    """Requests and broadcasts in ``environment``'s statistics (CONNECT, RECONNECT, STORM aside)."""
+    return sum(entry.num_requests for (_name, method), entry in environment.stats.entries.items()
+               if method not in _NOT_SENT)
+
+
+def run_problem(counters: WsCounters, sent: int) -> str | None:
+    """Why a run measured nothing, in one line; None when users connected and sent.
+
+    Nobody connected, or connection attempts failed and nothing was sent:
+    a load test that tested nothing fails (exit code 1).
+    """
+    failed = counters["failed_attempts"]
+    if counters["connects"] == 0:
+        return (f"nobody connected ({failed} connection attempts failed); is --host right and "
+                f"the server up?")
+    if failed and not sent:
+        return f"{failed} connection attempts failed and nothing was sent"
+    return None
+
+
 _counters: weakref.WeakKeyDictionary[Environment, WsCounters] = weakref.WeakKeyDictionary()
 
 
@@ -172,13 +201,21 @@ def on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
 
 def on_test_stop(environment: Environment, **_: Any) -> None:
     if not is_worker(environment):
-        log.info("wscore counters: %s", counters_of(environment).summary())
+        counters = counters_of(environment)
+        problem = run_problem(counters, requests_sent(environment))
+        log.info("wscore counters: %s%s", counters.summary(),
+                 f" — FAILED: {problem}" if problem else "")
 
 
 def on_quitting(environment: Environment, **_: Any) -> None:
     if is_worker(environment):
         return
-    broken = counters_of(environment).broken_guarantees()
+    counters = counters_of(environment)
+    problem = run_problem(counters, requests_sent(environment))
+    if problem:
+        log.error("load test failed: %s", problem)
+        environment.process_exit_code = 1
+    broken = counters.broken_guarantees()
     if broken:
         log.error("delivery guarantee broken: %s", " ".join(f"{k}={v}" for k, v in broken.items()))
         environment.process_exit_code = 1

@@ -3,8 +3,9 @@
 No module of ``loadtests`` registers a listener when it is imported. Every
 scenario file calls :func:`install` once at its top level, which adds the
 scenarios' options to locust's parser and the counters' listeners
-(:mod:`loadtests.counters`) to locust's events — once per events object, however
-many scenario files call it (``locust -f a.py,b.py``).
+(:mod:`loadtests.counters`) and the progress line's (:mod:`loadtests.progress`)
+to locust's events — once per events object, however many scenario files call
+it (``locust -f a.py,b.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import locust
 from locust.env import Environment
 from locust.event import DeprecatedEventHook, EventHook, Events
 
-from loadtests import counters
+from loadtests import counters, progress
 from loadtests.options import add_options
 
 __all__ = ["fire_request", "install", "listen"]
@@ -53,4 +54,6 @@ def install(events: Events | None = None) -> None:
     listen(events.report_to_master, counters.on_report_to_master)
     listen(events.worker_report, counters.on_worker_report)
     listen(events.test_stop, counters.on_test_stop)
+    listen(events.test_start, progress.on_test_start)
+    listen(events.test_stop, progress.on_test_stop)
     listen(events.quitting, counters.on_quitting)

@@ -9,7 +9,8 @@ event system. What it puts in locust's statistics table (``Type`` column):
 type      name             one entry per …
 ========= ================ ==================================================
 CONNECT   ``connect``      first session opened by a user (failure: refused,
-                           unreachable or timed out)
+                           unreachable, timed out, or still not connected
+                           when the run ended — :class:`NotConnected`)
 WS        the event        :meth:`WsUser.request`: time to the ``ack``; a
                            ``sys.error`` (``WsError`` with its code), a
                            timeout or a wrong reply is a failure
@@ -54,7 +55,7 @@ from wscore.client import (
     WsError,
 )
 
-__all__ = ["ReplyMismatch", "RequestFailed", "WsUser"]
+__all__ = ["NotConnected", "ReplyMismatch", "RequestFailed", "WsUser"]
 
 #: ClientStats fields folded into the counters as they grow.
 _CLIENT_FIELDS = ("connects", "resumes", "sessions_lost", "failed_attempts", "duplicates_dropped",
@@ -63,6 +64,10 @@ _CLIENT_FIELDS = ("connects", "resumes", "sessions_lost", "failed_attempts", "du
 
 class ReplyMismatch(Exception):
     """The server acknowledged a request with a reply the scenario did not expect."""
+
+
+class NotConnected(Exception):
+    """The run ended (or the user was stopped) before the user's first session opened."""
 
 
 class RequestFailed(RescheduleTask):
@@ -114,6 +119,8 @@ class WsUser(User):
         self._reported = dict.fromkeys(_CLIENT_FIELDS, 0)  # client stats already counted
         self._down_since: float | None = None  # perf_counter() when the current outage began
         self._lost: WsError | None = None  # why the session of the outage was lost
+        self._connect_started: float | None = None  # perf_counter() of on_start's connect
+        self._connect_reported = False  # its CONNECT entry is in the statistics
 
     @property
     def client(self) -> WsClient:
@@ -140,21 +147,36 @@ class WsUser(User):
         client.on_connect(self._on_connect)
         self.setup_client(client)
         self._client = client
-        start = time.perf_counter()
+        start = self._connect_started = time.perf_counter()
         try:
             client.connect()
         except (WsError, ConnectionClosed, TimeoutError) as exc:
+            self._connect_reported = True
             self.record("CONNECT", "connect", _ms_since(start), exception=exc)
             raise StopUser() from exc
+        self._connect_reported = True
         self.record("CONNECT", "connect", _ms_since(start))
         self.sync_stats()
 
     def on_stop(self) -> None:
-        """Close the client (close handshake, bounded by ``close_timeout``) and fold its stats."""
+        """Close the client (close handshake, bounded by ``close_timeout``) and fold its stats.
+
+        A user stopped while its first connect was still retrying (the run ended
+        first: ``-t`` shorter than the connect timeout) records that connect as a
+        failure (:class:`NotConnected`), so a run against a dead server never
+        reports "0 failures".
+        """
         client = self._client
-        if client is not None:
-            client.close()
-            self.sync_stats()
+        if client is None:
+            return
+        if not self._connect_reported and self._connect_started is not None:
+            self._connect_reported = True
+            failed = client.stats().failed_attempts
+            self.record("CONNECT", "connect", _ms_since(self._connect_started),
+                        exception=NotConnected(f"no session by the end of the run ({failed} "
+                                               f"failed connection attempts to {self.host})"))
+        client.close()
+        self.sync_stats()
 
     def join_room(self) -> None:
         """Join the workload's room (``WS room.join`` for chat); a user that cannot join stops."""

@@ -2,7 +2,8 @@
 
 Bounded by one deadline, with no sleeps — every wait is on an event:
 
-1. **barrier**: every client completes an ``echo`` round trip (retried with
+1. **barrier**: every client completes its workload's barrier request
+   (:meth:`~sandbox.workload.Workload.barrier`, ``echo`` by default; retried with
    backoff while the error is retryable), so all its earlier frames ran — a
    session runs its frames one at a time, in order — and, if its session was
    lost, has re-joined its room;
@@ -92,7 +93,7 @@ def _barrier(driver: Driver, i: int, deadline: float) -> tuple[str, bool] | None
     """None when client ``i`` passed the barrier, else why not (one line) and whether it
     was a refusal no retry mends."""
     client = driver.clients[i]
-    request = driver.workloads[i].echo({"barrier": i})
+    request = driver.workloads[i].barrier()
     what = f"client {i}'s barrier"
     try:
         retrying(lambda: driver.request(i, request, timeout=max(0.0, deadline - time.monotonic())),

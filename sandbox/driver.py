@@ -12,7 +12,8 @@ default); this module only carries it out:
   handler is a one-line :class:`~sandbox.app.ScenarioError`, exit 2);
 * **send**: each client, paced by its own seeded RNG, publishes probe texts
   (:mod:`sandbox.probe`; sent without waiting for a reply) or, for an
-  ``rpc_ratio`` share, ``echo`` requests with unique payloads;
+  ``rpc_ratio`` share, the workload's RPCs (:meth:`~sandbox.workload.Workload.rpc`,
+  ``echo`` by default) with unique tokens;
 * **re-join** its room after every session loss (a new session is in no room),
   retrying with backoff;
 * count every request that gave up, per client, for the unmatched-replies
@@ -99,6 +100,9 @@ class Driver:
         def on_delivery(payload: Any) -> None:
             text = workload.delivered_text(payload)
             ledger.chat_received(i, text, time=self.now())
+            problem = workload.check_delivery(payload) if text is not None else None
+            if problem is not None:
+                ledger.delivery_malformed(i, text, problem)  # arrived, but not as it must
             probe = parse_probe(text)
             if probe is not None and probe.filler == Fences.FILLER:
                 self.fences.arrived(i, probe.sender)
@@ -149,35 +153,54 @@ class Driver:
     def connect_and_join(self, timeout: float) -> None:
         """Connect and join, one client after another; client 0 first checks the app's events.
 
-        Raises :class:`ScenarioError` (one line) when a client cannot, through a clean proxy.
+        Raises :class:`ScenarioError` (one line) when a client cannot, through a clean proxy,
+        or when the app does not answer every request the workload makes (all named at once).
         """
         for i, client in enumerate(self.clients):
             workload = self.workloads[i]
             try:
                 client.connect(timeout=timeout)
-                checks = [workload.join()]
-                if i == 0:
-                    # Alone in its room: the check's publish reaches nobody.
-                    checks += [workload.publish("sandbox: does the app answer this?"),
-                               workload.echo({"check": "echo"})]
-                for request in checks:
-                    self._check(i, request, timeout)
             except (WsError, ConnectionClosed, TimeoutError) as exc:
-                raise ScenarioError(f"client {i} could not connect and join through a clean "
-                                    f"proxy: {type(exc).__name__}: {exc}") from None
+                raise ScenarioError(f"client {i} could not connect through a clean proxy: "
+                                    f"{type(exc).__name__}: {exc}") from None
+            if i == 0:
+                self._check_events(timeout)
+            else:
+                problem = self._check(i, workload.join(), timeout)
+                if problem is not None:
+                    raise ScenarioError(f"client {i} could not join {workload.room}: {problem}")
 
-    def _check(self, i: int, request: Request, timeout: float) -> None:
+    def _check_events(self, timeout: float) -> None:
+        """Client 0 — alone in its room, so its publish reaches nobody — makes each kind of
+        request once; every one the app refuses or answers wrongly is named in one line."""
+        workload = self.workloads[0]
+        checks = [workload.join(), workload.publish("sandbox: does the app answer this?"),
+                  workload.rpc("check/0", "check"), workload.barrier()]
+        problems: list[str] = []
+        seen: set[str] = set()
+        for request in checks:
+            if request.event in seen:
+                continue
+            seen.add(request.event)
+            problem = self._check(0, request, timeout)
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            needed = list(dict.fromkeys([*workload.requests, *(r.event for r in checks)]))
+            raise ScenarioError(f"{'; '.join(problems)} — the {type(workload).__name__} needs "
+                                f"{', '.join(needed)}")
+
+    def _check(self, i: int, request: Request, timeout: float) -> str | None:
+        """None when the app answers ``request`` as its check wants, else what went wrong."""
         try:
             reply = self.request(i, request, timeout=timeout)
         except WsError as exc:
-            workload = type(self.workloads[i]).__name__
-            raise ScenarioError(
-                f"the app answered {request.event!r} with {int(exc.code)} {exc.code.wire_name} "
-                f"({exc.message}); the {workload} needs {', '.join(self.workloads[i].requests)}"
-            ) from None
+            return (f"the app answered {request.event!r} with {int(exc.code)} "
+                    f"{exc.code.wire_name} ({exc.message})")
+        except (ConnectionClosed, TimeoutError) as exc:
+            return f"{request.event!r} got no answer ({type(exc).__name__}: {exc})"
         problem = request.check(reply)
-        if problem is not None:
-            raise ScenarioError(f"the app answered {request.event!r} wrongly: {problem}")
+        return None if problem is None else f"the app answered {request.event!r} wrongly: {problem}"
 
     def send_phase(self, *, duration: float, rate: float, rpc_ratio: float,
                    rpc_timeout: float) -> None:
@@ -224,7 +247,7 @@ class Driver:
 
     def _rpc(self, i: int, filler: str, timeout: float) -> None:
         rpc_id = next(self.rpc_ids)
-        request = self.workloads[i].echo({"rpc": f"{i}/{rpc_id}", "data": filler})
+        request = self.workloads[i].rpc(f"{i}/{rpc_id}", filler)
         self.ledger.rpc_sent(i, rpc_id, time=self.now())
         try:
             reply = self.request(i, request, timeout=timeout)

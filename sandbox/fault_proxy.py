@@ -114,6 +114,11 @@ class FaultProxy:
         self._t0 = time.monotonic()
         self.address: tuple[str, int] = self.listen_address
 
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` at :meth:`start`: the zero of every ``FaultRecord.time_seconds``."""
+        return self._t0
+
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:

@@ -233,6 +233,15 @@ class Ledger:
         self._rpcs: dict[tuple[int, int], _Rpc] = {}
         self._rpc_refused = 0
         self._server_errors: Counter[str] = Counter()
+        # Live view (the progress line): order checked as receipts come in.
+        self._live_checks: dict[int, OrderCheck] = defaultdict(lambda: OrderCheck(from_start=True))
+        self._live_gaps = 0
+        #: Connection events in time order: (time, client, "disconnect"|"resume"|"new_session"|
+        #: "session_lost").
+        self.events: list[tuple[float, int, str]] = []
+        # Set by summarize(): what the timeline draws.
+        self._delivery_points: list[tuple[float, float]] = []
+        self._loss_points: list[tuple[float, int, int, int, bool]] = []
 
     # -- membership -------------------------------------------------------------------------
     def add_client(self, client: int, room: str) -> None:
@@ -277,6 +286,15 @@ class Ledger:
             return
         epoch = self._clients[receiver].losses
         self._receipts.append(_Receipt(receiver, key[0], key[1], key[2], digest, time, epoch))
+        if self._live_checks[receiver].observe(Probe(str(key[0]), key[1], key[2], 0)) is Arrival.GAP:
+            self._live_gaps += 1
+
+    def delivery_malformed(self, receiver: int, text: object, problem: str) -> None:
+        """``receiver`` got a delivery of probe ``text`` that its workload says is wrong
+        (:meth:`~sandbox.workload.Workload.check_delivery`): a corrupted delivery."""
+        key = _key(text)
+        which = f"{key[0]}/{key[1]}" if key else repr(str(text)[:40])
+        self._corrupted.append(f"client {receiver}: delivery of {which}: {problem}")
 
     # -- rpc --------------------------------------------------------------------------------
     def rpc_sent(self, client: int, rpc_id: int, *, time: float) -> None:
@@ -308,6 +326,8 @@ class Ledger:
         log.connects += 1
         if resumed:
             log.resumes += 1
+        if log.connects > 1:
+            self.events.append((time, client, "resume" if resumed else "new_session"))
         if log.down_since is not None:
             (log.recoveries if resumed else log.loss_recoveries).append(time - log.down_since)
             log.down_since = None
@@ -316,11 +336,13 @@ class Ledger:
         log = self._clients[client]
         log.disconnects += 1
         log.down_since = time
+        self.events.append((time, client, "disconnect"))
 
     def session_lost(self, client: int, *, time: float) -> None:
         """``on_session_lost`` ran: ``client``'s following receipts belong to a new epoch."""
         log = self._clients[client]
         log.losses += 1
+        self.events.append((time, client, "session_lost"))
         log.loss_times.append(time)
         log.rejoin_times.append(None)
 
@@ -328,6 +350,21 @@ class Ledger:
         """``client`` is a member of its room again after its latest session loss(es)."""
         log = self._clients[client]
         log.rejoin_times = [time if t is None else t for t in log.rejoin_times]
+
+    # -- live view and timeline -------------------------------------------------------------
+    def live_counts(self) -> dict[str, int]:
+        """Counts so far, cheap (for a progress line): ``sent``, ``deliveries`` (receipts),
+        ``gaps`` (receipts that skipped a sender's message), ``resumes``, ``sessions_lost``."""
+        logs = self._clients.values()
+        return {"sent": len(self._sent), "deliveries": len(self._receipts), "gaps": self._live_gaps,
+                "resumes": sum(log.resumes for log in logs),
+                "sessions_lost": sum(log.losses for log in logs)}
+
+    def timeline_points(self) -> tuple[list[tuple[float, float]],
+                                       list[tuple[float, int, int, int, bool]]]:
+        """As of the last :meth:`summarize`: deliveries ``(receipt time, latency)`` and missing
+        deliveries ``(send time, sender, seq, receiver, silent)``, in time order."""
+        return sorted(self._delivery_points), sorted(self._loss_points)
 
     # -- judging ----------------------------------------------------------------------------
     def summarize(self) -> LedgerSummary:
@@ -367,6 +404,8 @@ class Ledger:
         expected = delivered = silent = by_receiver_loss = by_sender_loss = 0
         silent_examples: list[tuple[int, int, int]] = []
         latencies: list[float] = []
+        points: list[tuple[float, float]] = []
+        losses: list[tuple[float, int, int, int, bool]] = []
         for sender, msgs in self._sent_order.items():
             room = self._clients[sender].room
             receivers = [c for c in self.members(room) if c != sender]
@@ -379,17 +418,23 @@ class Ledger:
                     if got is not None:
                         delivered += 1
                         latencies.append(got.time - msg.time)
-                    elif any(lo < msg.seq < hi and (rejoin is None or msg.time <= rejoin)
-                             for lo, hi, rejoin in windows):
+                        points.append((got.time, got.time - msg.time))
+                        continue
+                    if any(lo < msg.seq < hi and (rejoin is None or msg.time <= rejoin)
+                           for lo, hi, rejoin in windows):
                         by_receiver_loss += 1
                     elif msg.epoch < len(sender_cut.get(sender, ())) and \
                             msg.seq > sender_cut[sender][msg.epoch]:
                         by_sender_loss += 1
                     else:
                         silent += 1
+                        losses.append((msg.time, sender, msg.seq, receiver, True))
                         if len(silent_examples) < _EXAMPLES:
                             silent_examples.append((sender, msg.seq, receiver))
+                        continue
+                    losses.append((msg.time, sender, msg.seq, receiver, False))
 
+        self._delivery_points, self._loss_points = points, losses
         rpcs = list(self._rpcs.values())
         failed = [r for r in rpcs if r.error_code is not None]
         failed_by_code = Counter(f"{r.error_code} {r.error_name}" for r in failed)

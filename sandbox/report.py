@@ -31,6 +31,7 @@ import attrs
 
 from sandbox.guarantees import Evidence, breaches
 from sandbox.ledger import LedgerSummary, Percentiles
+from sandbox.timeline import Timeline
 
 __all__ = ["FaultSummary", "Report", "RunInfo", "Verdict", "judge"]
 
@@ -61,6 +62,7 @@ class RunInfo:
     #: Clients that stopped for good by themselves before the end, by close reason.
     clients_stopped: Mapping[str, int] = attrs.field(factory=dict)
     app_log: str | None = None  # the app's output (warnings and up), if it wrote any
+    workload: str = "sandbox.chat_workload:ChatWorkload"  # MODULE:CLASS of what clients did
     drain_problem: str | None = None  # why the drain did not finish, in one line
 
 
@@ -173,6 +175,8 @@ class Report:
     ledger: LedgerSummary
     faults: FaultSummary
     verdict: Verdict
+    #: The run over time, for the HTML report (not part of the JSON report).
+    timeline: Timeline | None = None
 
     @property
     def passed(self) -> bool:
@@ -207,6 +211,7 @@ class Report:
         r, g, f = self.run, self.ledger, self.faults
         lines = [
             f"wscore sandbox run — app {r.app}, profile {r.profile}, seed {r.seed}",
+            f"  workload {r.workload}",
             f"  {r.clients} clients in {r.rooms} rooms, {r.duration_seconds:g} s at "
             f"{r.rate_per_client:g} msg/s/client (RPC ratio {r.rpc_ratio:g}); "
             f"drain {r.drain_seconds:.1f} s; wall {r.wall_seconds:.1f} s; session loss "
@@ -216,7 +221,7 @@ class Report:
             "",
         ]
         rows: list[tuple[str, str | None]] = [
-            ("CHAT MESSAGES", None),
+            ("PUBLISHED MESSAGES", None),
             ("sent", f"{g.chat_sent}"),
             ("deliveries expected", f"{g.deliveries_expected}"),
             ("delivered", f"{g.delivered}"),
@@ -229,7 +234,7 @@ class Report:
             ("corrupted / misrouted", f"{g.corrupted}"),
             ("handler runs per client frame (max)", f"{g.max_handler_runs_per_frame}"),
             ("delivery latency p50 / p99 / max", _pct(g.delivery_latency_seconds)),
-            ("RPCS (echo)", None),
+            ("RPCS", None),
             ("sent", f"{g.rpc_sent}"),
             ("answered", f"{g.rpc_answered}"),
             ("failed with an error", f"{g.rpc_failed}"

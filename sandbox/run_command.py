@@ -1,15 +1,18 @@
 """``wscore sandbox run``: the command-line face of :func:`sandbox.runner.run_scenario`.
 
     wscore sandbox run --app MODULE:ATTR --profile NAME --clients N --duration S --seed K
-                       [--json PATH] [--rooms R] [--rate MSGS_PER_S_PER_CLIENT]
-                       [--rpc-ratio X] [--expect-session-loss | --no-expect-session-loss]
+                       [--workload MODULE:CLASS] [--json PATH] [--html PATH] [--rooms R]
+                       [--rate MSGS_PER_S_PER_CLIENT] [--rpc-ratio X]
+                       [--expect-session-loss | --no-expect-session-loss]
                        [--drain-timeout S] [--reset-every S] [--fault-log PATH] [-v]
                        [--nodes N --redis URL]
 
 Prints the plain-text report on stdout; ``--json`` also writes the full report
-(fault log included). Exit status: 0 when every guarantee held, 1 when one
-broke (see :mod:`sandbox.report`), 2 for a usage or setup mistake (one line
-on stderr, no traceback).
+(fault log included), ``--html`` a self-contained page with the run's timeline
+chart (:mod:`sandbox.html_report`). On a terminal (stdout a TTY) a live progress
+line shows the run meanwhile (:mod:`sandbox.progress`); never in a pipe or log.
+Exit status: 0 when every guarantee held, 1 when one broke (see :mod:`sandbox.report`),
+2 for a usage or setup mistake (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from sandbox.argtypes import fraction, positive_float, positive_int
 from sandbox.profiles import profile_names
+from sandbox.workload import DEFAULT_WORKLOAD
 
 __all__ = ["register_run_command"]
 
@@ -35,6 +39,9 @@ def register_run_command(subparsers: Any) -> None:
                     "Exit 0: guarantees held; 1: a guarantee broke; 2: usage error.")
     p.add_argument("--app", required=True, metavar="MODULE:ATTR",
                    help="the WsServer to test, e.g. examples.chat_fast.app:server")
+    p.add_argument("--workload", default=DEFAULT_WORKLOAD, metavar="MODULE:CLASS",
+                   help="what each client does: a sandbox.workload.Workload subclass "
+                        f"(default {DEFAULT_WORKLOAD})")
     p.add_argument("--profile", required=True, choices=profile_names(), metavar="NAME",
                    help=f"network profile: {', '.join(profile_names())}")
     p.add_argument("--clients", type=positive_int, default=10, metavar="N")
@@ -55,6 +62,8 @@ def register_run_command(subparsers: Any) -> None:
     p.add_argument("--reset-every", type=positive_float, metavar="S",
                    help="mean seconds between resets for flaky-mobile/chaos (default 10)")
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--html", metavar="PATH",
+                   help="write a self-contained HTML report with the run's timeline chart")
     p.add_argument("--fault-log", metavar="PATH", help="append fault records as JSON lines")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.add_argument("--nodes", type=positive_int, default=1, metavar="N",
@@ -73,19 +82,22 @@ def _run(args: argparse.Namespace) -> int:
         # The report names every problem; the clients' own warnings (session lost …)
         # would only repeat it, interleaved.
         logging.getLogger("wscore.client").setLevel(logging.CRITICAL)
-    if args.json:
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if not path:
+            continue
         # Checked before a run of minutes, without creating the file.
-        target = os.path.abspath(args.json)
+        target = os.path.abspath(path)
         writable = (os.access(target, os.W_OK) if os.path.exists(target)
                     else os.access(os.path.dirname(target), os.W_OK))
         if os.path.isdir(target) or not writable:
-            raise UsageError(f"cannot write --json {args.json}")
+            raise UsageError(f"cannot write {flag} {path}")
     try:
         report = run_scenario(
             app=args.app, profile=args.profile, clients=args.clients, duration=args.duration,
             seed=args.seed, rooms=args.rooms, rate=args.rate, rpc_ratio=args.rpc_ratio,
             expect_session_loss=args.expect_session_loss, drain_timeout=args.drain_timeout,
             reset_every_seconds=args.reset_every, fault_log_path=args.fault_log,
+            workload=args.workload, progress_stream=sys.stdout,
             nodes=args.nodes, redis_url=args.redis)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
@@ -95,4 +107,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(report.to_json() + "\n")
+    if args.html:
+        from sandbox.html_report import render_html
+
+        with open(args.html, "w", encoding="utf-8") as fh:
+            fh.write(render_html(report))
     return report.exit_code

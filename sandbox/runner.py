@@ -24,18 +24,23 @@ Phases (all clients live in this process, in gevent; the app does not):
 3. **Proxy** (``sandbox.proxy``) in front, *clean* at first.
 4. **Connect and join**: clients connect one after another (so the proxy's
    connection indexes, hence the per-connection fault RNGs, are the same on
-   every run), each joins room ``i % rooms`` with ``room.join``; client 0
-   first checks that the app answers every request of the workload (a
-   missing handler: one line, exit 2).
+   every run), each joins room ``i % rooms`` with its workload's ``join()``
+   (``--workload MODULE:CLASS``, the chat one by default); client 0 first
+   checks that the app answers every request of the workload (what is
+   missing: one line, exit 2).
 5. **Faults on**: the named profile is installed (``set_faults``), so its
    schedule (``partition_after_seconds`` …) counts from the start of sending.
 6. **Send** for ``duration`` seconds: every client, paced by its own seeded RNG,
-   sends ``chat.message`` probe texts (:mod:`sandbox.probe`) or ``echo``
-   requests with unique payloads.
+   publishes probe texts (:mod:`sandbox.probe`) or makes its workload's RPCs
+   with unique tokens (``chat.message`` and ``echo`` for chat).
 7. **Heal**: faults off (``set_faults(())``, proxy-wide blackhole ended).
 8. **Drain**, bounded by ``drain_timeout`` (:mod:`sandbox.drain`): barrier
-   ``echo`` round trips, re-joins, fences, outstanding RPCs.
-9. **Judge** (:func:`sandbox.report.judge`), close clients, stop proxy and app.
+   round trips, re-joins, fences, outstanding RPCs.
+9. **Judge** (:func:`sandbox.report.judge`), close clients, stop proxy and app;
+   the report carries the run's :class:`~sandbox.timeline.Timeline` (``--html``).
+
+On a terminal (``progress_stream`` a TTY) a live progress line shows the
+phases (:mod:`sandbox.progress`).
 
 Fitting profiles to the app. ``heartbeat_seconds`` given to the profiles is
 the time for *both* sides to notice a silent link: ``max(ping_timeout, client
@@ -61,7 +66,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -74,13 +79,15 @@ from sandbox.app import (
     fit_profile_params,
     probe_app_config,
 )
-from sandbox.chat_workload import ChatWorkload
 from sandbox.drain import drain
 from sandbox.driver import Driver
 from sandbox.faults import FaultRecord, Trigger, fault_log_key
 from sandbox.nodes import NodeCluster, check_nodes_args, node_addresses, node_restarts_for, start_app_nodes
 from sandbox.profiles import build_profile, profile_names
+from sandbox.progress import LiveLine, ProgressSnapshot
 from sandbox.report import FaultSummary, Report, RunInfo, judge
+from sandbox.timeline import build_timeline
+from sandbox.workload import DEFAULT_WORKLOAD, Workload, WorkloadError, load_workload
 from wscore.client import WsClientConfig
 
 __all__ = [
@@ -125,6 +132,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                  client_config: WsClientConfig | None = None,
                  app_env: Mapping[str, str] | None = None, python: str = sys.executable,
                  fault_log_path: str | None = None,
+                 workload: str | type[Workload] = DEFAULT_WORKLOAD,
+                 progress_stream: TextIO | None = None,
                  nodes: int = 1, redis_url: str | None = None) -> Report:
     """Run ``app`` (``MODULE:ATTR``) behind the sandbox proxy with ``profile``; return the report.
 
@@ -135,6 +144,10 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     ``drain_timeout`` bounds the drain after the network is healed (default:
     the client's dead-link timeout + its backoff cap + 10 s). ``app_env`` adds
     environment variables for the app's processes (``PYTHONPATH`` is prepended).
+    ``workload`` is what each client does: a :class:`~sandbox.workload.Workload`
+    subclass or its ``MODULE:CLASS`` (default: the chat workload); before any
+    traffic the app must answer each of its requests. ``progress_stream``: draw
+    the live progress line (:mod:`sandbox.progress`) there — only if it is a TTY.
     ``nodes``/``redis_url``: run that many app nodes sharing that Redis, the
     proxy balancing across them; profile ``node-restarts`` restarts them
     (:mod:`sandbox.nodes`).
@@ -156,6 +169,10 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     n_rooms = rooms if rooms is not None else max(1, clients // 5)
     if not 1 <= n_rooms <= clients:
         raise ScenarioError(f"--rooms must be within 1..{clients}, got {n_rooms}")
+    try:
+        workload_class = load_workload(workload) if isinstance(workload, str) else workload
+    except WorkloadError as exc:
+        raise ScenarioError(str(exc)) from None
     check_nodes_args(profile, nodes, redis_url)
     wall0 = time.monotonic()
     app_config = probe_app_config(app, python=python, env=app_env)
@@ -178,13 +195,32 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     try:
         with proxy(process.address, seed=seed, fault_log_path=fault_log_path,
                    upstreams=node_addresses(process)) as net:
-            workloads = [ChatWorkload(i, n_rooms) for i in range(clients)]
+            workloads = [workload_class(i, n_rooms) for i in range(clients)]
             driver = Driver(net=net, app=app_config, workloads=workloads, seed=seed,
                             client_config=cfg)
+            phase: dict[str, Any] = {"name": "connecting", "since": time.monotonic(), "total": None}
+
+            def enter(name: str, total: float | None) -> float:
+                phase.update(name=name, since=time.monotonic(), total=total)
+                return driver.now()
+
+            def snapshot() -> ProgressSnapshot:
+                live = driver.ledger.live_counts()
+                return ProgressSnapshot(
+                    title=f"sandbox run {profile}", phase=phase["name"],
+                    elapsed=time.monotonic() - phase["since"], total=phase["total"],
+                    deliveries=live["deliveries"], resumes=live["resumes"], losses=live["gaps"],
+                    sessions_lost=live["sessions_lost"],
+                    faults=sum(net.stats()["faults_injected"].values()))
+
+            line = LiveLine(snapshot, stream=progress_stream) if progress_stream else None
             try:
+                if line:
+                    line.start()
                 driver.connect_and_join(timeout=cfg.connect_timeout)
                 net.set_faults(faults)
                 log.info("faults on: %s (%d faults)", profile, len(faults))
+                send_start = enter("sending", duration)
                 restarts = node_restarts_for(profile, process, net.proxy, seed=seed, duration=duration,
                                              after=params.partition_after_seconds)
                 driver.send_phase(duration=duration, rate=rate, rpc_ratio=rpc_ratio,
@@ -194,22 +230,31 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                 net.set_faults(())
                 net.proxy.end_blackhole()
                 log.info("faults off; draining (up to %.1f s)", drain_budget)
+                send_end = enter("draining", drain_budget)
                 heal = time.monotonic()
                 drained = drain(driver, heal + drain_budget)
                 drain_seconds = time.monotonic() - heal
+                drain_end = driver.now()
                 counters = driver.client_counters()
                 stopped = driver.clients_stopped()
                 app_exit = process.exit_code()
             finally:
+                if line:
+                    line.stop()
                 driver.close()
             fault_log = net.fault_log
             stats = net.stats()
     finally:
         process.stop()
     summary = driver.ledger.summarize()
+    deliveries, losses = driver.ledger.timeline_points()
+    timeline = build_timeline(deliveries=deliveries, losses=losses, events=driver.ledger.events,
+                              fault_log=fault_log, fault_offset=net.proxy.started_at - driver.t0,
+                              send_start=send_start, send_end=send_end, drain_end=drain_end)
     key = json.dumps(replay_key(fault_log), default=str).encode()
     run = RunInfo(
-        app=app, profile=profile, seed=seed, clients=clients, rooms=n_rooms,
+        app=app, workload=f"{workload_class.__module__}:{workload_class.__qualname__}",
+        profile=profile, seed=seed, clients=clients, rooms=n_rooms,
         duration_seconds=duration, rate_per_client=rate, rpc_ratio=rpc_ratio,
         heartbeat_seconds=app_config.heartbeat_seconds,
         app_ping_interval=app_config.ping_interval, app_ping_timeout=app_config.ping_timeout,
@@ -223,4 +268,5 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
         counts=dict(stats["faults_injected"]), records=len(fault_log),
         digest=hashlib.sha256(key).hexdigest(), connections=int(stats["connections"]["accepted"]),
         log=[rec.to_dict() for rec in fault_log])
-    return Report(run=run, ledger=summary, faults=faults_summary, verdict=judge(summary, run))
+    return Report(run=run, ledger=summary, faults=faults_summary, verdict=judge(summary, run),
+                  timeline=timeline)

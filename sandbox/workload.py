@@ -14,21 +14,40 @@ The model a workload fits:
   app's event; the app must deliver it on :attr:`Workload.delivery_event` to
   every *other* member of the sender's room, once, in order, with the text
   :meth:`Workload.delivered_text` finds in the delivery unchanged;
-* :meth:`Workload.echo` is a request whose reply must be its payload (an RPC
-  answered exactly once, and the barrier of the sandbox's drain).
+* :meth:`Workload.check_delivery` says what else a delivery must look like
+  (default: nothing more);
+* :meth:`Workload.rpc` is a request carrying a unique token that the app must
+  answer exactly once, with the reply its check accepts (the sandbox's RPCs);
+* :meth:`Workload.barrier` is a request whose reply means every frame the
+  client sent before it has run (the sandbox's drain; a session runs its
+  frames one at a time, in order), so any request without lasting effect fits.
+
+Both default to :meth:`Workload.echo` — a request whose reply must be its
+payload — for apps that serve one; an app without an ``echo`` overrides them
+(``examples/quickstart/workload.py`` re-joins its room for both).
 
 :attr:`Workload.requests` names every event the workload sends as a request,
 so a driver can check before a run that the app answers them all.
+
+``wscore sandbox run --workload MODULE:CLASS`` loads a subclass with
+:func:`load_workload`; the chat one (:mod:`sandbox.chat_workload`) is the default.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
 
-__all__ = ["Request", "Workload", "reply_equals"]
+__all__ = ["DEFAULT_WORKLOAD", "Request", "Workload", "WorkloadError", "load_workload",
+           "reply_equals"]
+
+#: What ``--workload`` defaults to.
+DEFAULT_WORKLOAD = "sandbox.chat_workload:ChatWorkload"
 
 
 def reply_equals(expected: Any) -> Callable[[Any], str | None]:
@@ -85,6 +104,71 @@ class Workload:
         """The probe text a :attr:`delivery_event` payload carries (None: it carries none)."""
         raise NotImplementedError
 
+    def check_delivery(self, payload: Any) -> str | None:
+        """What is wrong with a :attr:`delivery_event` payload besides its text (None: nothing).
+
+        Called for every delivery that carries a probe text; a problem counts the
+        delivery as corrupted (e.g. a counter update naming another counter: misrouted).
+        """
+        return None
+
+    def rpc(self, token: str, filler: str) -> Request:
+        """A request the app must answer exactly once, with the reply its check accepts.
+
+        ``token`` is unique in the run; a check that finds it in the reply tells
+        a reply that belongs to another request. ``filler`` is free text to vary
+        sizes. Default: :meth:`echo` of ``{"rpc": token, "data": filler}``.
+        """
+        return self.echo({"rpc": token, "data": filler})
+
+    def barrier(self) -> Request:
+        """A request without lasting effect, whose reply means the client's earlier frames ran.
+
+        Default: :meth:`echo` of ``{"barrier": index}``.
+        """
+        return self.echo({"barrier": self.index})
+
     def echo(self, payload: Any) -> Request:
-        """A request whose reply must be ``payload`` itself."""
-        raise NotImplementedError
+        """A request whose reply must be ``payload`` itself (for apps that serve one)."""
+        raise NotImplementedError(f"{type(self).__name__} has no echo: override rpc() and barrier()")
+
+
+class WorkloadError(ValueError):
+    """``--workload`` does not name a usable :class:`Workload` subclass (one-line message)."""
+
+
+def load_workload(target: str) -> type[Workload]:
+    """Import ``MODULE:CLASS`` (current directory on the path) and return the Workload class.
+
+    Raises :class:`WorkloadError` when it cannot be imported, is not a
+    :class:`Workload` subclass, or lacks :attr:`~Workload.delivery_event` or
+    :attr:`~Workload.requests`.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise WorkloadError(f"--workload must look like MODULE:CLASS "
+                            f"(e.g. {DEFAULT_WORKLOAD}), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise WorkloadError(f"cannot import workload module {module_name!r}: {exc}") from None
+    except Exception as exc:
+        raise WorkloadError(f"importing workload module {module_name!r} failed: "
+                            f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise WorkloadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Workload)):
+        raise WorkloadError(f"{target} is not a subclass of sandbox.workload.Workload")
+    delivery = getattr(obj, "delivery_event", None)
+    requests = getattr(obj, "requests", None)
+    if not isinstance(delivery, str) or not delivery:
+        raise WorkloadError(f"{target} sets no delivery_event (the event deliveries arrive on)")
+    if not (isinstance(requests, tuple) and requests and all(isinstance(r, str) for r in requests)):
+        raise WorkloadError(f"{target} sets no requests (a tuple of the events it sends as "
+                            f"requests)")
+    return obj

@@ -1,4 +1,4 @@
-"""The public surface and the layering rules (STYLE §7)."""
+"""The public surface and the layering rules."""
 
 from __future__ import annotations
 
@@ -45,23 +45,8 @@ def imports_of(path: pathlib.Path) -> set[str]:
     return found
 
 
-def test_protocol_core_is_pure() -> None:
-    forbidden = ("gevent", "socket", "pykka", "actors", "time", "threading", "asyncio", "random",
-                 "geventwebsocket", "wscore.server", "wscore.transport", "wscore.client")
-    for path in (ROOT / "wscore" / "protocol").glob("*.py"):
-        for name in imports_of(path):
-            assert not any(name == f or name.startswith(f + ".") for f in forbidden), (path, name)
-
-
-def test_imports_flow_protocol_then_actors_then_server() -> None:
-    for path in (ROOT / "actors").glob("*.py"):
-        for name in imports_of(path):
-            assert not name.startswith(("wscore.server", "wscore.client", "sandbox")), (path, name)
-    for path in list((ROOT / "sandbox").glob("*.py")) + list((ROOT / "loadtests").glob("*.py")):
-        for name in imports_of(path):
-            # the sandbox and load tests talk to wscore only as clients do
-            assert not name.startswith(("actors", "wscore.server", "wscore.transport",
-                                        "wscore.protocol.session")), (path, name)
+# The layering rules themselves (protocol ← values ← transport ← actors ← server, the
+# client and the sandbox on the client side) are tests/test_layers.py.
 
 
 def test_only_the_transport_adapter_imports_gevent_websocket() -> None:

@@ -21,8 +21,8 @@ class ConnectionInfo:
     ``headers`` is not every request header: only ``wscore.transport.KEPT_HEADERS``
     (Authorization, Origin, Host, User-Agent, the X-Forwarded-* / Forwarded
     family, X-Real-Ip, Sec-Websocket-Protocol, Accept-Language, Cookie), within
-    16 KiB together, are kept after the handshake (docs/protocol.md
-    "Handshake limits"). ``query`` holds secrets (token, session id): never log it.
+    16 KiB together, are kept after the handshake
+    (SPEC §3 "Handshake limits"). ``query`` holds secrets (token, session id): never log it.
     """
 
     remote_address: tuple[str, int]

@@ -78,7 +78,11 @@ class WsRoomBehaviour:
     """
 
     def on_join(self, room: RoomHandle, session_id: str) -> None:
-        """A session joined the room (not called again for a repeated join)."""
+        """A session joined the room (not called again for a repeated join).
+
+        A hook that raises is logged and the join stands: refusing a join from
+        here (SPEC §8) is not supported yet.
+        """
 
     def on_leave(self, room: RoomHandle, session_id: str) -> None:
         """A session left the room (explicitly, or because it expired)."""

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import attrs
 
@@ -23,6 +24,15 @@ from wscore.errors import ConfigError
 from wscore.server import WsServer
 
 __all__ = ["load_server", "main"]
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class TargetError(Exception):
@@ -77,8 +87,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     return 0
 
 
+def loadtest_main(argv: Sequence[str]) -> int:
+    """``wscore loadtest SCENARIO …``: a locust scenario headless, summarised (``loadtests.cli``)."""
+    from loadtests.cli import main as loadtest_cli
+
+    return loadtest_cli(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:
+        return loadtest_main(argv[1:])
     if argv[:1] == ["sandbox"]:
         from sandbox.cli import main as sandbox_main
 
@@ -87,18 +106,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wscore.client.cli import main as client_main
 
         return client_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="wscore", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve a WsServer object from an importable module")
+    parser = _Parser(
+        prog="wscore", description="wscore: a real-time event platform whose sessions outlive "
+        "their connections.", epilog="`wscore COMMAND --help` describes each command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+    run = sub.add_parser("run", help="serve a WsServer object (MODULE:ATTR) until Ctrl-C/SIGTERM",
+                         description="Serve the WsServer object MODULE:ATTR (the current "
+                         "directory is on the path) until Ctrl-C or SIGTERM.")
     run.add_argument("target", help="MODULE:ATTR, e.g. examples.chat.app:server")
-    run.add_argument("--host", default=None)
-    run.add_argument("--port", type=int, default=None)
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--host", default=None, help="interface to bind (default: the app's config)")
+    run.add_argument("--port", type=int, default=None,
+                     help="port to bind, 0 for any free one (default: the app's config)")
+    run.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS,
+                     help="log level (default: INFO)")
     workers.add_arguments(run)  # --workers N (and --redis URL unless defined above)
-    sub.add_parser("client", help="interactive line client (wscore client URL)")
-    sub.add_parser("sandbox", help="flaky-network sandbox (wscore sandbox proxy|run …)")
+    sub.add_parser("client", help="interactive line client: wscore client URL", add_help=False)
+    sub.add_parser("sandbox", help="flaky-network sandbox: wscore sandbox proxy|run ...",
+                   add_help=False)
+    sub.add_parser("loadtest", help="a locust scenario, headless, with a summary: "
+                   "wscore loadtest SCENARIO ...", add_help=False)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args, argv)

@@ -76,18 +76,23 @@ class WsServerConfig:
     session_ttl: float = attrs.field(default=300.0, validator=_positive)
     #: Seconds a client has to finish the HTTP upgrade (slowloris guard).
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
-    # -- limits -----------------------------------------------------------
+    # -- limits (SPEC §4) ----------------------------------------------------
+    #: The replay buffer's bound in frames, per session.
     max_buffered_messages: int = attrs.field(default=1000, validator=_positive)
-    #: The replay buffer's bound in bytes (UTF-8 characters of the encoded frames). A
-    #: frame dropped unacknowledged to respect either bound ends resumability (1006).
+    #: The replay buffer's bound in bytes (UTF-8 characters of the encoded frames); the
+    #: newest frame is always kept. A frame dropped unacknowledged to respect either
+    #: bound ends resumability (1006).
     max_buffered_bytes: int = attrs.field(default=8 << 20, validator=_positive)
     #: Rooms one session may be in at once; a join beyond it fails with 1010.
     max_rooms_per_session: int = attrs.field(default=1000, validator=_positive)
     max_message_bytes: int = attrs.field(default=1 << 20, validator=_positive)
-    #: Frames queued to one slow connection before it is cut (its session keeps the replay buffer).
+    #: Frames queued to one connection before it is cut as a slow consumer, if its socket
+    #: is backed up too (its session keeps the replay buffer). The reader stops reading
+    #: a client while half of it is queued (backpressure, SPEC §3 "Backpressure").
     max_queued_frames: int = attrs.field(default=1000, validator=_positive)
     max_connections: int = attrs.field(default=10_000, validator=_positive)
-    #: Messages per second per session (token bucket refill) and bucket size.
+    #: Client frames per second per session (token bucket refill) and bucket size. Every
+    #: frame but a well-formed sys.ack spends a token (SPEC §3 "Rate limit").
     rate_limit: float = attrs.field(default=100.0, validator=_positive)
     rate_burst: float = attrs.field(default=200.0, validator=_positive)
     #: Refused messages in a row (no accepted one between) before closing with 4010.

@@ -1,7 +1,11 @@
 """What a handler sees: :class:`WsContext` and the :class:`WsSession` view.
 
-A context lives for one client frame. Its methods never block: frames go onto
-the session's numbered stream (or to the router, for rooms) as messages.
+A context lives for one client frame. Its sending methods never block: frames
+go onto the session's numbered stream (or to the router, for rooms) as
+messages. A payload that is not sendable JSON (not serialisable, NaN or
+Infinity, a lone surrogate) raises ``TypeError``/``ValueError`` in the caller
+before anything is numbered; uncaught in a handler, that request gets 1011
+(SPEC §3 "Invalid JSON values").
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import gevent.event
 import gevent.lock
 import pykka
 
-from actors.connection import ConnectionActor, Outbox
+from actors.connection import ActorWriter, ConnectionActor
 from actors.handler import HandlerActor
 from actors.messages import (
     Attach,
@@ -41,6 +41,7 @@ from actors.messages import (
     ClaimSession,
     ClientFrame,
     Detach,
+    EndSession,
     JoinRoom,
     LeaveRoom,
     OpenSession,
@@ -54,13 +55,15 @@ from actors.messages import (
 from actors.router import FindRoom, RouterActor
 from actors.session import SessionEnv
 from wscore import static
+from wscore._console_log import install_default_handler, remove_default_handler
 from wscore.auth import AuthResult, ConnectionInfo, WsAuthenticator, token_from
 from wscore.behaviours import WsActorController, WsController
 from wscore.config import WsServerConfig
 from wscore.context import WsSession
 from wscore.errors import ConfigError, ConnectionClosed, PeerProtocolError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
-from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_REPLACED, ErrorCode
+from wscore.outbox import Outbox
+from wscore.protocol.codes import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_REPLACED, ErrorCode
 from wscore.protocol.envelope import decode_envelope, encode_envelope, encode_error
 from wscore.transport import TransportServer, WsTransport
 
@@ -310,9 +313,19 @@ class WsServer:
         log.info("wscore listening on %s", self.url)
 
     def serve_forever(self) -> None:
-        """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT."""
-        if self._state == "new":
-            self.start()
+        """Start if needed, then block until :meth:`stop` or SIGTERM/SIGINT.
+
+        Made for a plain script (``python app.py``): when neither the app nor
+        anything else configured logging (no handler on the ``wscore`` logger
+        or above it), a stderr handler is attached to the ``wscore`` logger
+        alone, at INFO, for the duration of the call, so the script says
+        where it listens and that it stopped. If it has to start the server
+        and cannot (the port is in use, a bad config), it logs that one line
+        at ERROR and raises ``SystemExit(2)`` instead of a traceback; call
+        :meth:`start` first to handle :class:`ConfigError` yourself.
+        """
+        default_handler = install_default_handler()
+        # The handlers come first: a signal just after "listening on" must stop us cleanly.
         handlers = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -320,10 +333,18 @@ class WsServer:
             except (ValueError, OSError):  # not in the main thread
                 pass
         try:
+            if self._state == "new":
+                try:
+                    self.start()
+                except ConfigError as exc:
+                    log.error("%s", exc)
+                    raise SystemExit(2) from None
             self._stopped.wait()
         finally:
             for h in handlers:
                 h.cancel()
+            if default_handler is not None:
+                remove_default_handler(default_handler)
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s, shutting down", signal.Signals(sig).name)
@@ -446,10 +467,13 @@ class WsServer:
         cfg = self.config
         conn_id = next(self._conn_ids)
         outbox = Outbox(conn_id, transport, limit=cfg.max_queued_frames)
-        outbox.ref = ConnectionActor.start(outbox)
+        writer = ActorWriter(ConnectionActor.start(outbox))
+        outbox.writer = writer
         self._conns[conn_id] = _Conn(transport, outbox)
         self._all_closed.clear()
         session_ref: Any = None
+        #: The client closed with 1000: it ends its session on purpose (SPEC §7).
+        ended_by_client = False
         try:
             auth = self._authenticate(transport)
             if auth is None:
@@ -460,21 +484,24 @@ class WsServer:
             self._read_loop(conn_id, outbox, transport, session_ref)
         except (ConnectionClosed, PeerProtocolError) as exc:
             log.debug("connection %d ended: %s", conn_id, exc)
+            ended_by_client = (isinstance(exc, ConnectionClosed) and exc.by_peer is True
+                               and exc.code == CLOSE_NORMAL)
         except pykka.ActorDeadError:
             log.debug("connection %d ended: its session ended", conn_id)
         except Exception:
             log.exception("connection %d: unexpected error", conn_id)
         finally:
             if session_ref is not None:
+                # A 1000 close ends the session at once; any other end of the
+                # connection only detaches it for session_ttl (SPEC §7).
+                message = (EndSession(None, "closed by the client", conn_id) if ended_by_client
+                           else Detach(conn_id))
                 try:
-                    session_ref.tell(Detach(conn_id))
+                    session_ref.tell(message)
                 except pykka.ActorDeadError:
                     pass
             outbox.closed = True
-            try:
-                outbox.ref.stop(block=False)
-            except pykka.ActorDeadError:
-                pass
+            writer.stop()
             transport.abort()
             del self._conns[conn_id]
             if not self._conns:

@@ -1,7 +1,9 @@
 """The chat example: ``wscore run examples.chat.app:server`` (what ``make run`` serves).
 
 Events: ``room.join`` / ``room.leave`` {roomId, name?}; ``chat.message`` {roomId, text}
-(broadcast to the rest of the room as ``chat.new_message`` {text, sender});
+(broadcast to the rest of the room as ``chat.new_message`` {text, sender}; only
+a member may post: to a room the sender is not in it is refused with 1009
+``validationFailed``, ``details.fields == ["roomId"]``, and nobody receives it);
 ``session.set`` {key, value} / ``session.get`` (session variables that survive
 reconnects); ``echo``. A session that joins with a ``name`` is shown by it: the
 sender of its messages, and in the room's roster — ``room.members`` {roomId,
@@ -16,7 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from examples.chat.page import page_app
-from wscore import RoomHandle, WsContext, WsRoomBehaviour, WsServer, WsServerConfig
+from wscore import (
+    ErrorCode,
+    RoomHandle,
+    WsContext,
+    WsError,
+    WsRoomBehaviour,
+    WsServer,
+    WsServerConfig,
+)
 
 __all__ = ["build_chat_server", "server"]
 
@@ -61,7 +71,15 @@ def build_chat_server(config: WsServerConfig) -> WsServer:
 
     @server.on("chat.message", schema=chat_schema)  # decorator form
     def chat_message(ctx: WsContext) -> dict[str, str]:
-        ctx.broadcast_to_room(ctx.payload["roomId"], "chat.new_message",
+        room = ctx.payload["roomId"]
+        # Members only. 1009 because the contract has no "forbidden" code that leaves the
+        # connection open (1004 closes it): the roomId field is the invalid input. A new
+        # session — e.g. after the server lost the old one — is in no room until it re-joins.
+        if room not in ctx.session.rooms:
+            raise WsError(ErrorCode.VALIDATION_FAILED,
+                          f"not a member of room {room!r}: send room.join first",
+                          {"fields": ["roomId"]})
+        ctx.broadcast_to_room(room, "chat.new_message",
                               {"text": ctx.payload["text"], "sender": sender(ctx)})
         return {"status": "sent"}  # the returned value is the auto-reply
 

@@ -1,4 +1,4 @@
-"""wscore.cluster is an I/O layer below the actors and the server (STYLE §7)."""
+"""wscore.cluster is an I/O layer below the actors and the server."""
 
 from __future__ import annotations
 

@@ -226,6 +226,7 @@ def test_plain_locust_command_runs_headless(chat_server: ChatServer, tmp_path: P
 def test_broken_guarantee_sets_exit_code_1(counter: str) -> None:
     scenario("rpc")
     env = Environment(user_classes=[], events=locust.events)
+    counters(env).add("connects")  # someone connected: the breach alone must fail the run
     counters(env).add(counter)
     fire(env.events.quitting, environment=env, reverse=True)
     assert env.process_exit_code == 1
@@ -235,6 +236,7 @@ def test_late_replies_are_not_a_broken_guarantee() -> None:
     # Requests that gave up may get their replies late: unmatched, but no breach.
     scenario("rpc")
     env = Environment(user_classes=[], events=locust.events)
+    counters(env).add("connects")
     counters(env).add("unmatched_replies", 3)
     counters(env).add("requests_given_up", 3)
     fire(env.events.quitting, environment=env, reverse=True)

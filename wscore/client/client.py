@@ -579,6 +579,7 @@ class WsClient:
     def _run_links(self) -> None:
         session = self._session
         while self._closed_error is None:
+            failure = ""
             try:
                 link = self._open()
                 self._link = link
@@ -588,14 +589,19 @@ class WsClient:
                     self._end_link(self._link)
                 actions = session.on_closed(
                     code=end.code, reason=end.reason, http_status=end.http_status)
-                if any(isinstance(a, Disconnected) for a in actions):
-                    log.info("link to %s lost: %s", self._url.host_header, end.reason)
-                else:
-                    log.info("connection to %s failed: %s", self._url.host_header, end.reason)
+                lost = any(isinstance(a, Disconnected) for a in actions)
+                why = end.reason or (f"close {end.code}" if end.code is not None else "closed")
+                failure = (f"link to {self._url.host_header} lost: {why}" if lost else
+                           f"connection attempt {session.failures} to "
+                           f"{self._url.host_header} failed: {why}")
             delay = self._apply(actions)
             if delay is None or self._closed_error is not None:
+                if failure:
+                    log.info("%s", failure)
                 return
-            log.debug("reconnecting to %s in %.3f s", self._url.host_header, delay)
+            # One INFO line per failed attempt or lost link (connect() included), with the wait.
+            if failure:
+                log.info("%s; retrying in %.2f s", failure, delay)
             _sleep_until(self._wake_runner, time.monotonic() + delay)
 
     def _open(self) -> Link:

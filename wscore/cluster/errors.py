@@ -8,7 +8,7 @@ Split by *why* the operation did not happen::
         │                            command was in flight (its outcome is then unknown)
         ├── WriterQueueFull          the writer's bounded queue is full: back off, never block
         ├── Fenced                   the session's epoch moved on: another node owns it now,
-        │                            the caller must stop writing for it (STYLE §15)
+        │                            the caller must stop writing for it
         ├── SequenceRefused          an append whose ``seq`` is not the log's last + 1
         ├── SessionMissing           no such session in Redis (never made, ended, expired)
         └── RedisDataLost            the deployment's generation key is gone or changed:

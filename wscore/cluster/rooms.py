@@ -1,4 +1,4 @@
-"""Rooms across nodes: one order per room, and loss made visible (STYLE §13).
+"""Rooms across nodes: one order per room, and loss made visible.
 
 Publishing (:class:`RoomPublisher`): one Lua script INCRs the room's seq,
 XADDs the message to a short per-room stream (entry id ``<seq>-0``, ``MAXLEN ~

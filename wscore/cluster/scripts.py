@@ -1,4 +1,4 @@
-"""The Lua scripts of the Redis layer: every fenced write is one script (STYLE §15).
+"""The Lua scripts of the Redis layer: every fenced write is one script.
 
 A script runs atomically in Redis, so a check and the write it guards cannot
 be separated by another node's command: the epoch test of a session write, and

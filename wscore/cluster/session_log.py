@@ -17,7 +17,7 @@ Redis so any node can resume the session (SPEC §6):
   acknowledges what the client says it has;
 - every write carries the caller's *epoch*. :meth:`claim` moves the epoch on
   (forced takeover), so a paused or partitioned old owner's next write is
-  refused with :class:`Fenced` inside the same script (STYLE §15);
+  refused with :class:`Fenced` inside the same script;
 - every write refreshes the TTL (``session_ttl``) of all the session's keys;
   a session nobody writes for that long is gone (:class:`SessionMissing`).
 

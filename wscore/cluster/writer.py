@@ -1,4 +1,4 @@
-"""One batching (auto-pipelining) Redis writer per node (STYLE §14).
+"""One batching (auto-pipelining) Redis writer per node.
 
 Every greenlet's commands go down ONE connection. :meth:`RedisWriter.submit`
 queues a command and returns a gevent ``AsyncResult`` at once; the writer
@@ -167,7 +167,7 @@ class RedisWriter:
         self._conn: RedisConnection | None = None
         self._greenlet: gevent.Greenlet[Any, Any] | None = None
         self._up = False
-        # statistics (STYLE §6: a cheap stats())
+        # statistics (a cheap stats())
         self._batches = 0
         self._commands = 0
         self._largest_batch = 0
