@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean js js-update chromium
+.PHONY: run test lint typecheck unit bench clean js js-update chromium nginx
 
 $(STAMP): pyproject.toml
 	@# the Redis-backed tests (tests/cluster) start their own redis-server: install Debian's when missing,
@@ -29,7 +29,7 @@ run: $(STAMP)
 	$(VENV)/bin/wscore run examples.chat.app:server --host 127.0.0.1 --port 8080
 
 ## make test: set up, then ruff, mypy, the browser client's build check and the whole pytest suite
-test: $(STAMP) lint typecheck js chromium unit
+test: $(STAMP) lint typecheck js chromium nginx unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check wscore actors sandbox loadtests tests examples benchmarks
@@ -70,3 +70,13 @@ chromium: /usr/bin/chromium
 /usr/bin/chromium:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+## make nginx: Debian's nginx for the two-node example's test (tests/examples), without starting
+## the system service (a policy-rc.d that refuses, unless one is already there)
+nginx:
+	command -v nginx >/dev/null || { \
+	  rc=/usr/sbin/policy-rc.d; own=0; \
+	  if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod +x $$rc && own=1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 --no-install-recommends nginx; st=$$?; \
+	  if [ $$own = 1 ]; then rm -f $$rc; fi; exit $$st; }

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
+from sandbox.balance import RoundRobin
 from sandbox.control import ControlServer
 from sandbox.fault_proxy import FaultProxy
 from sandbox.faults import Fault, FaultRecord, RefuseMode
@@ -135,18 +136,21 @@ class ProxyHandle:
 def proxy(upstream: tuple[str, int] | str, *, seed: int = 0, profile: str | None = None,
           profile_params: ProfileParams | None = None, faults: Sequence[Fault] = (),
           control: bool = False, fault_log_path: str | None = None,
-          connect_timeout: float = 5.0) -> Iterator[ProxyHandle]:
+          connect_timeout: float = 5.0,
+          upstreams: Sequence[tuple[str, int]] | None = None) -> Iterator[ProxyHandle]:
     """Run a fault proxy in front of ``upstream`` for the ``with`` block.
 
     The proxy listens on 127.0.0.1 with an ephemeral port; its faults are the
     named ``profile`` (built with ``profile_params``) followed by ``faults``.
     ``control=True`` also serves the HTTP control API on another ephemeral
     port (``handle.control_url``).  On exit every connection is reset and all
-    greenlets are stopped.
+    greenlets are stopped. ``upstreams`` (several nodes): connections are
+    balanced round robin across them (:class:`sandbox.balance.RoundRobin`).
     """
     all_faults = (build_profile(profile, profile_params) if profile else ()) + tuple(faults)
     fp = FaultProxy(upstream=upstream, listen=("127.0.0.1", 0), faults=all_faults, seed=seed,
-                    fault_log_path=fault_log_path, connect_timeout=connect_timeout)
+                    fault_log_path=fault_log_path, connect_timeout=connect_timeout,
+                    balancer=RoundRobin(upstreams) if upstreams else None)
     fp.start()
     server: ControlServer | None = None
     try:

@@ -27,6 +27,7 @@ from typing import IO, Any
 import gevent
 import gevent.event
 
+from sandbox.balance import RoundRobin
 from sandbox.faults import Blackhole, Fault, FaultRecord, Refuse, RefuseMode, Trigger
 from sandbox.pumps import LINGER_RESET, Connection, spawn_timer
 from sandbox.retry import Backoff
@@ -82,8 +83,10 @@ class FaultProxy:
                  listen: str | tuple[str, int] = ("127.0.0.1", 0),
                  faults: Iterable[Fault] = (), seed: int = 0,
                  fault_log_path: str | None = None, connect_timeout: float = 5.0,
-                 max_fault_log: int = 100_000) -> None:
+                 max_fault_log: int = 100_000, balancer: RoundRobin | None = None) -> None:
         self.upstream = parse_address(upstream)
+        #: Several upstreams (``sandbox run --nodes N``): connection k goes where this says.
+        self.balancer = balancer
         self.listen_address = parse_address(listen)
         self.seed = seed
         self.connect_timeout = connect_timeout
@@ -143,7 +146,7 @@ class FaultProxy:
         self._greenlets.append(gevent.spawn(self._accept_loop))
         self._start_proxy_timers()
         log.info("proxy %s -> %s (seed %d, %d faults)", format_address(self.address),
-                 format_address(self.upstream), self.seed, len(self.current_faults))
+                 self.upstream_text, self.seed, len(self.current_faults))
 
     def stop(self) -> None:
         """Stop accepting, reset all live connections, flush the fault log."""
@@ -165,7 +168,15 @@ class FaultProxy:
 
     @property
     def upstream_text(self) -> str:
+        if self.balancer is not None:
+            return "every upstream (" + ", ".join(map(format_address, self.balancer.upstreams)) + ")"
         return format_address(self.upstream)
+
+    def connect_upstream(self, index: int) -> socket.socket:
+        """A socket to the upstream (or the balancer's pick) for connection ``index``; OSError."""
+        if self.balancer is not None:
+            return self.balancer.connect(index, self.connect_timeout)
+        return socket.create_connection(self.upstream, timeout=self.connect_timeout)
 
     # -- randomness / logging -------------------------------------------
 
@@ -364,6 +375,7 @@ class FaultProxy:
             "frames": dict(self.frames),
             "faults_injected": dict(self._fault_counts),
             "fault_log_records": self._log_total,
+            **({"upstreams": self.balancer.stats()} if self.balancer is not None else {}),
             "blackholed": self.blackholed,
             "refusing": self.refusing,
         }

@@ -8,7 +8,8 @@ one with :func:`build_profile`::
                                                       session_ttl_seconds=20))
 
 Profiles: ``clean``, ``flaky-mobile``, ``partition``, ``chaos``,
-``ttl-exceeded``.  A profile *file* (JSON or TOML, see :func:`load_profile_file`)
+``ttl-exceeded``, ``node-restarts`` (a clean network; the runner kills and
+restarts app nodes, see :mod:`sandbox.nodes`).  A profile *file* (JSON or TOML, see :func:`load_profile_file`)
 may name a ``base`` profile, override ``params`` and add ``faults``.
 """
 
@@ -148,6 +149,8 @@ PROFILES: Mapping[str, Callable[[ProfileParams], tuple[Fault, ...]]] = {
     "partition": _partition,
     "chaos": _chaos,
     "ttl-exceeded": _ttl_exceeded,
+    # The network stays clean; the runner restarts nodes (sandbox.nodes, needs --nodes >= 2).
+    "node-restarts": _clean,
 }
 
 

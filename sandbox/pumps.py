@@ -262,7 +262,7 @@ class Connection:
         proxy = self.proxy
         proxy.wait_refuse_hold()
         try:
-            server = socket.create_connection(proxy.upstream, timeout=proxy.connect_timeout)
+            server = proxy.connect_upstream(self.index)
         except OSError as exc:
             log.warning("conn %d: upstream %s unreachable: %s", self.index,
                         proxy.upstream_text, exc)

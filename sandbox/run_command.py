@@ -5,6 +5,7 @@
                        [--rate MSGS_PER_S_PER_CLIENT] [--rpc-ratio X]
                        [--expect-session-loss | --no-expect-session-loss]
                        [--drain-timeout S] [--reset-every S] [--fault-log PATH] [-v]
+                       [--nodes N --redis URL]
 
 Prints the plain-text report on stdout; ``--json`` also writes the full report
 (fault log included), ``--html`` a self-contained page with the run's timeline
@@ -65,6 +66,9 @@ def register_run_command(subparsers: Any) -> None:
                    help="write a self-contained HTML report with the run's timeline chart")
     p.add_argument("--fault-log", metavar="PATH", help="append fault records as JSON lines")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.add_argument("--nodes", type=positive_int, default=1, metavar="N",
+                   help="app nodes behind the proxy, balanced per connection (N > 1 needs --redis)")
+    p.add_argument("--redis", metavar="URL", help="Redis the nodes share (wscore run --redis URL)")
     p.set_defaults(handler=_run)
 
 
@@ -93,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed, rooms=args.rooms, rate=args.rate, rpc_ratio=args.rpc_ratio,
             expect_session_loss=args.expect_session_loss, drain_timeout=args.drain_timeout,
             reset_every_seconds=args.reset_every, fault_log_path=args.fault_log,
-            workload=args.workload, progress_stream=sys.stdout)
+            workload=args.workload, progress_stream=sys.stdout,
+            nodes=args.nodes, redis_url=args.redis)
     except ScenarioError as exc:
         raise UsageError(str(exc)) from None
     # CLI output, not logging: the report is what the command is for.

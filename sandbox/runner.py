@@ -82,6 +82,7 @@ from sandbox.app import (
 from sandbox.drain import drain
 from sandbox.driver import Driver
 from sandbox.faults import FaultRecord, Trigger, fault_log_key
+from sandbox.nodes import NodeCluster, check_nodes_args, node_addresses, node_restarts_for, start_app_nodes
 from sandbox.profiles import build_profile, profile_names
 from sandbox.progress import LiveLine, ProgressSnapshot
 from sandbox.report import FaultSummary, Report, RunInfo, judge
@@ -132,7 +133,8 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                  app_env: Mapping[str, str] | None = None, python: str = sys.executable,
                  fault_log_path: str | None = None,
                  workload: str | type[Workload] = DEFAULT_WORKLOAD,
-                 progress_stream: TextIO | None = None) -> Report:
+                 progress_stream: TextIO | None = None,
+                 nodes: int = 1, redis_url: str | None = None) -> Report:
     """Run ``app`` (``MODULE:ATTR``) behind the sandbox proxy with ``profile``; return the report.
 
     ``clients`` bundled clients in ``rooms`` rooms (default ``max(1, clients // 5)``)
@@ -146,6 +148,9 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
     subclass or its ``MODULE:CLASS`` (default: the chat workload); before any
     traffic the app must answer each of its requests. ``progress_stream``: draw
     the live progress line (:mod:`sandbox.progress`) there — only if it is a TTY.
+    ``nodes``/``redis_url``: run that many app nodes sharing that Redis, the
+    proxy balancing across them; profile ``node-restarts`` restarts them
+    (:mod:`sandbox.nodes`).
 
     Raises :class:`ScenarioError` (one line) when the run cannot start;
     a run that starts always returns a :class:`Report` — its ``exit_code`` says
@@ -168,6 +173,7 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
         workload_class = load_workload(workload) if isinstance(workload, str) else workload
     except WorkloadError as exc:
         raise ScenarioError(str(exc)) from None
+    check_nodes_args(profile, nodes, redis_url)
     wall0 = time.monotonic()
     app_config = probe_app_config(app, python=python, env=app_env)
     if app_config.require_auth:
@@ -182,10 +188,13 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                     else app_config.client_dead_after + cfg.backoff_cap + 10.0)
     faults = build_profile(profile, params)
 
-    process = AppProcess(app, python=python, env=app_env)
+    process: AppProcess | NodeCluster = (  # several nodes (sandbox.nodes) or one app process
+        start_app_nodes(app, nodes=nodes, redis_url=redis_url, python=python, env=app_env)
+        if nodes > 1 or redis_url else AppProcess(app, python=python, env=app_env))
     log.info("app %s running on %s:%d (log %s)", app, *process.address, process.log_path)
     try:
-        with proxy(process.address, seed=seed, fault_log_path=fault_log_path) as net:
+        with proxy(process.address, seed=seed, fault_log_path=fault_log_path,
+                   upstreams=node_addresses(process)) as net:
             workloads = [workload_class(i, n_rooms) for i in range(clients)]
             driver = Driver(net=net, app=app_config, workloads=workloads, seed=seed,
                             client_config=cfg)
@@ -212,8 +221,12 @@ def run_scenario(*, app: str, profile: str, clients: int = 10, duration: float =
                 net.set_faults(faults)
                 log.info("faults on: %s (%d faults)", profile, len(faults))
                 send_start = enter("sending", duration)
+                restarts = node_restarts_for(profile, process, net.proxy, seed=seed, duration=duration,
+                                             after=params.partition_after_seconds)
                 driver.send_phase(duration=duration, rate=rate, rpc_ratio=rpc_ratio,
                                   rpc_timeout=duration + drain_budget + 60.0)
+                if restarts is not None:
+                    restarts.stop()  # every node up again before the drain
                 net.set_faults(())
                 net.proxy.end_blackhole()
                 log.info("faults off; draining (up to %.1f s)", drain_budget)

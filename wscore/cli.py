@@ -1,6 +1,6 @@
 """The ``wscore`` command.
 
-    wscore run MODULE:ATTR [--host H] [--port P] [--redis URL] [--log-level L]
+    wscore run MODULE:ATTR [--host H] [--port P] [--log-level L] [--redis URL] [--workers N]
     wscore client URL [...]            interactive line client
     wscore sandbox proxy|run ...       the flaky-network sandbox
 
@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import attrs
 
+from wscore import workers
 from wscore.errors import ConfigError
 from wscore.server import WsServer
 
@@ -63,7 +64,7 @@ def load_server(target: str) -> WsServer:
     return obj
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     server = load_server(args.target)
     overrides = {}
     if args.host is not None:
@@ -74,6 +75,11 @@ def _run(args: argparse.Namespace) -> int:
         overrides["redis_url"] = args.redis
     if overrides:
         server.config = attrs.evolve(server.config, **overrides)
+    # -- workers (wscore/workers.py): a worker serves the supervisor's socket; N > 1 supervises
+    if args.workers != 1 and args.worker_fds is None:
+        return workers.supervise(server.config, workers=args.workers, argv=argv, redis_flag=args.redis)
+    if args.worker_fds is not None:
+        return workers.run_worker(server, args.worker_fds)
     server.start()
     logging.getLogger("wscore.cli").info(
         "serving %s on %s (healthz: http://%s:%d/healthz)", args.target, server.url,
@@ -117,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="log level (default: INFO)")
     run.add_argument("--redis", default=None, metavar="URL",
                      help="redis://HOST:PORT/DB: sessions and rooms in Redis, shared by every node")
+    workers.add_arguments(run)  # --workers N (its own --redis is skipped: defined above)
     sub.add_parser("client", help="interactive line client: wscore client URL", add_help=False)
     sub.add_parser("sandbox", help="flaky-network sandbox: wscore sandbox proxy|run ...",
                    add_help=False)
@@ -126,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args)
+        return _run(args, argv)
     except (TargetError, ConfigError) as exc:
         print(f"wscore: error: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, overload
@@ -193,8 +194,13 @@ class WsServer:
             host = "127.0.0.1"
         return f"ws://{host}:{self.port}{self.config.path}"
 
-    def start(self) -> None:
-        """Bind and serve in the background; returns once the port is bound."""
+    def start(self, *, listener: socket.socket | None = None) -> None:
+        """Bind and serve in the background; returns once the port is bound.
+
+        ``listener``: serve this already bound, listening socket instead of
+        binding ``config.host``/``config.port`` (how ``wscore run --workers N``
+        runs N processes on one port; the server owns and closes it).
+        """
         if self._state != "new":
             raise UsageError(f"start() on a server that is {self._state}")
         if self.config.require_auth and self.authenticator is None:
@@ -212,6 +218,7 @@ class WsServer:
             handshake_timeout=cfg.handshake_timeout, max_message_bytes=cfg.max_message_bytes,
             max_connections=cfg.max_connections, control_rate=cfg.rate_limit,
             control_burst=cfg.rate_burst, control_abuse_close_after=cfg.rate_abuse_close_after,
+            listener=listener,
         )
         try:
             self._transport.start()

@@ -681,6 +681,10 @@ class TransportServer:
     while ``max_connections`` sockets (upgraded or not) are open gets 503 at
     once. ``control_rate``/``control_burst``/``control_abuse_close_after``
     bound RFC 6455 pings and pongs per connection (see :class:`WsTransport`).
+
+    ``listener``, when given, is an already bound and listening socket served
+    instead of binding ``(host, port)`` (several processes accepting on one
+    port, see :mod:`wscore.workers`); :meth:`stop` closes it.
     """
 
     def __init__(
@@ -698,6 +702,7 @@ class TransportServer:
         control_rate: float | None = None,
         control_burst: float = 1.0,
         control_abuse_close_after: int = 0,
+        listener: socket.socket | None = None,
     ) -> None:
         self._path = path
         self._http_app = http_app
@@ -708,7 +713,9 @@ class TransportServer:
         self._control_abuse_close_after = control_abuse_close_after
         # _Handler logs the peer's faults itself (one DEBUG line, no request text);
         # whatever pywsgi still writes to error_log is kept at DEBUG for the same reason.
-        self._server = _Server((host, port), self._wsgi, log=None,
+        # A pre-bound listening socket (wscore.workers: N processes share one port)
+        # replaces binding (host, port) here.
+        self._server = _Server(listener if listener is not None else (host, port), self._wsgi, log=None,
                                error_log=pywsgi.LoggingLogAdapter(log, logging.DEBUG))
         self._server.wscore_gate = gate
         self._server.wscore_handshake_timeout = handshake_timeout

@@ -89,13 +89,15 @@ def test_cli_proxy_serves_and_stops_on_sigterm(ws_echo: EchoWsServer, tmp_path: 
 
 
 def test_all_profiles_build() -> None:
-    assert profile_names() == ["chaos", "clean", "flaky-mobile", "partition", "ttl-exceeded"]
+    assert profile_names() == ["chaos", "clean", "flaky-mobile", "node-restarts", "partition",
+                               "ttl-exceeded"]
     params = ProfileParams(heartbeat_seconds=2, session_ttl_seconds=20)
     for name in profile_names():
         faults = build_profile(name, params)
         for fault in faults:
             assert fault_from_dict(json.loads(json.dumps(fault_to_dict(fault)))) == fault
     assert build_profile("clean") == ()
+    assert build_profile("node-restarts") == ()  # the runner restarts nodes (sandbox/nodes.py)
     (partition,) = build_profile("partition", params)
     assert isinstance(partition, Blackhole) and partition.all_connections
     assert 2 < partition.duration_seconds[0] < 20
