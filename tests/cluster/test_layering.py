@@ -1,33 +1,20 @@
-"""wscore.cluster is an I/O layer below the actors and the server."""
+"""wscore.cluster is an I/O layer below the actors and the server, loaded only with Redis."""
 
 from __future__ import annotations
 
 import ast
 import pathlib
 
+from test_layers import TRANSPORT, layer_of, runtime_imports
+
 import wscore.cluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def imported(path: pathlib.Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
-
-
-def test_cluster_never_imports_actors_server_or_client() -> None:
-    forbidden = ("actors", "pykka", "wscore.server", "wscore.client", "wscore.transport", "sandbox",
-                 "geventwebsocket")
-    paths = list((ROOT / "wscore" / "cluster").glob("*.py"))
-    assert paths
-    for path in paths:
-        for name in imported(path):
-            assert not any(name == f or name.startswith(f + ".") for f in forbidden), (path, name)
+def test_cluster_sits_in_the_transport_layer() -> None:
+    """The layer rules themselves are tests/test_layers.py (below the actors, no pykka)."""
+    assert layer_of("wscore.cluster.writer") == TRANSPORT
 
 
 def test_the_package_exports_what_it_documents() -> None:
@@ -56,7 +43,7 @@ def test_only_the_server_uses_wscore_cluster_and_only_when_redis_is_configured()
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith("wscore/cluster/"):
             continue
-        if rel == "wscore/server.py":
+        if rel in ("wscore/server.py", "wscore/connections.py"):
             assert not redisish(top_level_imports(path)), rel
             continue
-        assert not redisish(imported(path)), rel
+        assert not redisish(runtime_imports(path)), rel
