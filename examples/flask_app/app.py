@@ -5,8 +5,10 @@
   ``gunicorn -k gevent -w 1 --bind 127.0.0.1:8080 examples.flask_app.app:application``
 
 Either way, on the one port: ``/`` (a Flask page that loads ``/wscore.js`` and
-chats in a room) and ``/api/status`` (Flask, JSON) are Flask's; the WebSocket
-path ``/ws``, ``/healthz`` and ``/wscore.js`` are wscore's. Flask is a dev
+chats in a room), ``GET /api/status`` and ``POST /api/echo`` (Flask, JSON) are
+Flask's; the WebSocket path ``/ws``, ``/healthz`` and ``/wscore.js`` are wscore's.
+wscore's own listener accepts no request bodies (``POST /api/echo`` gets 413
+there): serve an app that takes forms or uploads under gunicorn. Flask is a dev
 dependency of wscore, not a dependency: install it for your own app.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify, render_template_string
+from flask import Flask, jsonify, render_template_string, request
 
 from examples.chat.app import build_chat_server
 from wscore import WsServer, WsServerConfig
@@ -64,6 +66,12 @@ def index() -> str:
 def status() -> Any:
     # A Flask route that reads the wscore server in the same process.
     return jsonify(app="flask", wscore=server.stats())
+
+
+@flask_app.post("/api/echo")
+def echo() -> Any:
+    # A request with a body: gunicorn serves it; wscore's own listener refuses bodies (413).
+    return jsonify(echo=request.get_json(force=True))
 
 
 def build(config: WsServerConfig) -> WsServer:

@@ -60,10 +60,13 @@ class Served:
         return self.popen.returncode
 
 
-def get(port: int, path: str) -> tuple[int, dict[str, str], Any]:
-    """``GET path``: status, headers, body (JSON decoded when the response is JSON)."""
+def get(port: int, path: str, json_body: Any = None) -> tuple[int, dict[str, str], Any]:
+    """``GET path`` (``POST`` with ``json_body``): status, headers, body (decoded when JSON)."""
+    data = None if json_body is None else json.dumps(json_body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                 headers={"Content-Type": "application/json"} if data else {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             status, headers, raw = r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as err:
         status, headers, raw = err.code, dict(err.headers), err.read()
