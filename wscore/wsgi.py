@@ -18,14 +18,15 @@ workers take that as "close this connection" (one DEBUG line) and write
 nothing more to it — no response after the 101's stream, no error logged.
 
 Limits. A host that does not hand over its socket cannot carry a WebSocket: a
-request without ``gunicorn.socket``, or with a blocking (not gevent) socket as
-in gunicorn's ``sync`` and ``gthread`` workers, is refused 501 with a message
+request without ``gunicorn.socket``, with a socket that is not gevent's, or from
+a host serving one request at a time (``wsgi.multithread`` not true: gunicorn's
+``sync`` worker, whom a WebSocket would block) is refused 501 with a message
 naming ``-k gevent``. gunicorn parses the request, so its own limits apply
 (``--limit-request-line``, ``--limit-request-fields``, ``--limit-request-field_size``)
 instead of wscore's handshake limits; each WebSocket holds one of the worker's
 ``--worker-connections``. Sessions live in the worker process: with more than
 one worker, a resume may reach another worker, which does not know the session
-(1006) — more than one worker needs shared sessions (Redis; SPEC §11).
+(1006) — more than one worker needs shared sessions (Redis; SPEC §6, not wired into the server yet).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class WsgiEntry:
                 if gated is not None:
                     refusal = (*gated, ())
             sock = environ.get("gunicorn.socket")
-            if refusal is None and isinstance(sock, gevent.socket.socket):
+            # A host that serves one request at a time (gunicorn's sync worker says so
+            # with wsgi.multithread False) would be blocked by the WebSocket: refuse.
+            if (refusal is None and isinstance(sock, gevent.socket.socket)
+                    and environ.get("wsgi.multithread") is True):
                 self._serve_websocket(environ, sock)
                 # gunicorn's async worker: close the connection, write nothing more.
                 raise StopIteration("the WebSocket ended")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gunicorn
 import pytest
+import websocket
 from wsgi_support import Served, assert_wscore_paths, chat_pair, connect, free_port, get
 from wshelpers import wait_for
 
@@ -82,3 +83,20 @@ def test_a_bad_upgrade_through_gunicorn_gets_wscores_refusal(served: Served) -> 
     assert head.startswith(b"HTTP/1.1 426"), reply
     assert b"Sec-WebSocket-Version: 13" in head
     assert json.loads(body) == {"error": "unsupported Sec-WebSocket-Version"}
+
+
+def test_gunicorns_sync_worker_serves_http_but_refuses_websockets_501(tmp_path: Path) -> None:
+    # One request at a time: a WebSocket would block the worker, so the upgrade is refused.
+    port = free_port()
+    args = ["-m", "gunicorn", "-w", "1", "--bind", f"127.0.0.1:{port}", "examples.flask_app.app:application"]
+    if gunicorn.version_info >= (25,):
+        args[2:2] = ["--no-control-socket"]
+    proc = Served(args, port, tmp_path / "gunicorn.log")
+    try:
+        assert get(port, "/api/status")[2]["app"] == "flask"
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=30)
+        assert refused.value.status_code == 501
+        assert b"run gunicorn -k gevent" in refused.value.resp_body
+    finally:
+        assert proc.stop() == 0, proc.output()
