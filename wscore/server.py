@@ -35,7 +35,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import gevent
 import gevent.event
@@ -71,6 +71,9 @@ from wscore.protocol.codes import (
 from wscore.protocol.envelope import EncodedFrame, encode_envelope
 from wscore.rooms import Rooms
 from wscore.transport import TransportServer, WsTransport
+
+if TYPE_CHECKING:
+    from wscore.wsgi import WsgiEntry
 
 __all__ = ["Rooms", "WsServer"]  # Rooms: re-exported from wscore.rooms
 
@@ -229,12 +232,50 @@ class WsServer:
             self._state = "stopped"
             raise ConfigError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
                               ) from None
+        self._begin_running()
+        log.info("wscore listening on %s", self.url)
+
+    def _begin_running(self) -> None:
         self._state = "running"
-        if cfg.gc_tuning:
+        if self.config.gc_tuning:
             t0, t1, t2 = gc.get_threshold()
             gc.set_threshold(t0, t1, max(t2, _GC_FULL_COLLECTION_THRESHOLD))
         self._heartbeat = gevent.spawn(self._heartbeat_loop)
-        log.info("wscore listening on %s", self.url)
+
+    # -- embedded in another WSGI server (gunicorn's gevent worker: docs/wsgi.md) -----------------
+    def start_embedded(self) -> None:
+        """Start the actors and the heartbeat, binding nothing: another server owns the port.
+
+        Connections then come through :meth:`wsgi_app`; :meth:`stop` works as
+        usual (it has no listener to close). Idempotent while running.
+        """
+        if self._state == "running" and self._transport is None:
+            return
+        if self._state != "new":
+            raise UsageError(f"start_embedded() on a server that is {self._state}")
+        if self.config.require_auth and self.authenticator is None:
+            raise ConfigError("require_auth=True needs an authenticator: WsServer(authenticator=…)")
+        links = None
+        if self.config.redis_url is not None:
+            self._start_cluster()
+            links = self._cluster_links()
+        self._router = RouterActor.start(make_env=self._make_env,
+                                         behaviour_for=self.rooms._behaviour_for, links=links)
+        self._begin_running()
+        log.info("wscore serving %s inside the host WSGI server", self.config.path)
+
+    def wsgi_app(self) -> WsgiEntry:
+        """A WSGI application serving this server inside gunicorn's gevent worker.
+
+        WebSocket upgrades on the WebSocket path run as connections of this
+        server; ``/healthz`` and ``/wscore.js`` are answered by wscore; every
+        other request goes to the :meth:`mount`-ed app. The server starts
+        embedded (:meth:`start_embedded`) on the first request, in the worker
+        process. See :class:`wscore.wsgi.WsgiEntry`.
+        """
+        from wscore.wsgi import WsgiEntry  # the composition root's own adapter
+
+        return WsgiEntry(self)
 
     # -- Redis (SPEC §6) -----------------------------------------------------------------------
     def _start_cluster(self) -> None:
@@ -373,11 +414,11 @@ class WsServer:
             self._stopped.set()
             return
         self._state = "stopping"
-        transport = self._transport
-        assert transport is not None
+        transport = self._transport  # None when embedded: the host owns the listener
         if self._heartbeat is not None:
             self._heartbeat.kill(block=False)
-        transport._server.close()  # stop accepting; live connections carry on
+        if transport is not None:
+            transport._server.close()  # stop accepting; live connections carry on
         cluster = self._cluster
         # With Redis the sessions stay (in Redis): 1012 says "reconnect now, anywhere".
         code = CLOSE_GOING_AWAY if cluster is None else CLOSE_SERVICE_RESTART
@@ -388,7 +429,8 @@ class WsServer:
         for conn in list(self._conns.values()):
             conn.outbox.close(code, "server shutting down")
         self._all_closed.wait(timeout=self.config.shutdown_timeout)
-        transport.stop(timeout=1.0)
+        if transport is not None:
+            transport.stop(timeout=1.0)
         if cluster is not None:
             # What the sessions queued (their last appends, the releases) goes first.
             cluster.flush(timeout=max(self.config.shutdown_timeout, 1.0))

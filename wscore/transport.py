@@ -44,7 +44,8 @@ from wscore.protocol import frames
 from wscore.protocol.codes import ErrorCode
 from wscore.protocol.session import TokenBucket
 
-__all__ = ["Gate", "HttpApp", "TransportServer", "WsTransport"]
+__all__ = ["Gate", "HttpApp", "TransportServer", "UpgradeRefusal", "WsTransport", "is_upgrade",
+           "switching_protocols", "upgrade_refusal"]
 
 log = logging.getLogger("wscore.transport")
 
@@ -393,6 +394,55 @@ def _send_nowait(sock: socket.socket, data: bytes) -> None:
         pass
 
 
+#: What :func:`upgrade_refusal` answers: ``(status_line, message, extra_headers)``.
+UpgradeRefusal = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def is_upgrade(environ: Mapping[str, Any]) -> bool:
+    """The request asks for a WebSocket (``Upgrade: websocket``); it may still be refused."""
+    upgrade = {t.strip().lower() for t in str(environ.get("HTTP_UPGRADE", "")).split(",")}
+    return "websocket" in upgrade
+
+
+def upgrade_refusal(environ: Mapping[str, Any]) -> UpgradeRefusal | None:
+    """The RFC 6455 §4.2.1 checks of a WebSocket upgrade request, from its WSGI environ.
+
+    ``None`` when the handshake is valid; otherwise the HTTP answer to send. Used
+    by wscore's own listener and by :mod:`wscore.wsgi` (an upgrade that another
+    WSGI server, e.g. gunicorn, parsed), so both accept and refuse alike.
+    """
+    version_header = (("Sec-WebSocket-Version", "13"),)
+    if environ.get("REQUEST_METHOD") != "GET":
+        return ("405 Method Not Allowed", "a WebSocket upgrade must be a GET", (("Allow", "GET"),))
+    if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return ("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1", ())
+    if environ.get("HTTP_TRANSFER_ENCODING") or str(environ.get("CONTENT_LENGTH") or "0").strip() != "0":
+        return ("413 Content Too Large", "request bodies are not accepted", ())
+    connection = {t.strip().lower() for t in str(environ.get("HTTP_CONNECTION", "")).split(",")}
+    if "upgrade" not in connection:
+        return ("400 Bad Request", "a WebSocket upgrade needs 'Connection: Upgrade'", ())
+    version = str(environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")).strip()
+    if not version:
+        return ("426 Upgrade Required", "Sec-WebSocket-Version is missing", version_header)
+    if version not in _Handler.SUPPORTED_VERSIONS:
+        return ("426 Upgrade Required", "unsupported Sec-WebSocket-Version", version_header)
+    key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", "")).strip()
+    try:
+        key_ok = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        key_ok = False
+    if not key_ok:
+        return ("400 Bad Request", "Sec-WebSocket-Key must be 16 bytes, base64-encoded", ())
+    return None
+
+
+def switching_protocols(environ: Mapping[str, Any]) -> bytes:
+    """The complete 101 response to a request :func:`upgrade_refusal` accepted (RFC 6455 §4.2.2)."""
+    accept = frames.accept_key(str(environ["HTTP_SEC_WEBSOCKET_KEY"]).strip())
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode("latin-1")
+
+
 class _Handler(WebSocketHandler):  # type: ignore[misc]
     """gevent-websocket's handler with wscore's own request reading and refusals.
 
@@ -546,8 +596,7 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
     # -- the upgrade -------------------------------------------------------------------------
     def run_application(self) -> Any:
         environ = self.environ
-        upgrade = {t.strip().lower() for t in str(environ.get("HTTP_UPGRADE", "")).split(",")}
-        if "websocket" not in upgrade:
+        if not is_upgrade(environ):
             return pywsgi.WSGIHandler.run_application(self)  # plain HTTP
         refusal = self._check_upgrade(environ)
         if refusal is None:
@@ -564,30 +613,8 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         return super().run_application()
 
     def _check_upgrade(self, environ: Mapping[str, Any]) -> _Refusal | None:
-        """The RFC 6455 §4.2.1 checks gevent-websocket would make, with proper answers."""
-        version_header = (("Sec-WebSocket-Version", "13"),)
-        if environ.get("REQUEST_METHOD") != "GET":
-            return _Refusal("405 Method Not Allowed", "a WebSocket upgrade must be a GET",
-                            (("Allow", "GET"),))
-        if self.request_version != "HTTP/1.1":
-            return _Refusal("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1")
-        connection = {t.strip().lower() for t in str(environ.get("HTTP_CONNECTION", "")).split(",")}
-        if "upgrade" not in connection:
-            return _Refusal("400 Bad Request", "a WebSocket upgrade needs 'Connection: Upgrade'")
-        version = str(environ.get("HTTP_SEC_WEBSOCKET_VERSION", "")).strip()
-        if not version:
-            return _Refusal("426 Upgrade Required", "Sec-WebSocket-Version is missing", version_header)
-        if version not in self.SUPPORTED_VERSIONS:
-            return _Refusal("426 Upgrade Required", "unsupported Sec-WebSocket-Version",
-                            version_header)
-        key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", "")).strip()
-        try:
-            key_ok = len(base64.b64decode(key, validate=True)) == 16
-        except (binascii.Error, ValueError):
-            key_ok = False
-        if not key_ok:
-            return _Refusal("400 Bad Request", "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
-        return None
+        refusal = upgrade_refusal(environ)
+        return None if refusal is None else _Refusal(*refusal)
 
     # -- logging: one line, never the query, never a traceback for the peer's faults -------------
     def _peer_host(self) -> str:

@@ -1,0 +1,40 @@
+"""examples/flask_app for real: a Django project and the wscore chat on one port, under ``wscore run``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from wsgi_support import Served, assert_wscore_paths, chat_pair, free_port, get
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port = free_port()
+    proc = Served(["-m", "wscore", "run", "examples.django_app.app:server", "--host", "127.0.0.1",
+                   "--port", str(port)], port, tmp_path / "server.log")
+    yield proc
+    assert proc.stop() == 0, proc.output()
+    assert "Traceback" not in proc.output(), proc.output()
+
+
+def test_django_views_and_the_chat_share_one_port(served: Served) -> None:
+    port = served.port
+    status, headers, page = get(port, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"Django + wscore on one port" in page and b'from "/wscore.js"' in page
+
+    alice, bob, _ = chat_pair(port)
+    try:
+        # A Django view, in the same process, sees the two live connections.
+        status, _, body = get(port, "/api/status")
+        assert status == 200 and body["app"] == "django"
+        assert body["wscore"]["connections"] == 2 and body["wscore"]["sessions"] == 2
+        # Django owns every other path: its own 404 page, not wscore's JSON one.
+        status, headers, missing = get(port, "/no/such/page")
+        assert status == 404 and headers["Content-Type"].startswith("text/html"), missing
+        assert_wscore_paths(port)
+    finally:
+        alice.close()
+        bob.close()
