@@ -28,12 +28,12 @@ only delay its own client's attach, never deadlock.
 # patching) before pykka imports threading. It is cheap: the package loads its
 # server-side names lazily, so this pulls in no server (tests/test_imports.py).
 import wscore  # noqa: F401
-from actors._runtime import GeventActor, GeventFuture
-from actors.connection import ActorWriter, ConnectionActor
-from actors.handler import HandlerActor
-from actors.room import RoomActor
-from actors.router import FindRoom, RouterActor
-from actors.session import SessionActor, SessionEnv
+from wscore.actors._runtime import GeventActor, GeventFuture
+from wscore.actors.connection import ActorWriter, ConnectionActor
+from wscore.actors.handler import HandlerActor
+from wscore.actors.room import RoomActor
+from wscore.actors.router import FindRoom, RouterActor
+from wscore.actors.session import SessionActor, SessionEnv
 
 __all__ = [
     "ActorWriter",

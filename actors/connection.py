@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import pykka
 
-from actors._runtime import GeventActor
-from actors.messages import CloseConnection, Flush, Stats
+from wscore.actors._runtime import GeventActor
+from wscore.actors.messages import CloseConnection, Flush, Stats
 
 __all__ = ["ActorWriter", "ConnectionActor", "WriteQueue"]
 

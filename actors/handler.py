@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors._runtime import GeventActor, tell_quietly
-from actors.messages import HandlerFinished, RunHandler, Stats
+from wscore.actors._runtime import GeventActor, tell_quietly
+from wscore.actors.messages import HandlerFinished, RunHandler, Stats
 from wscore.errors import WsError
 from wscore.protocol.codes import ErrorCode
 

@@ -16,7 +16,7 @@ from wscore.errors import WsError
 from wscore.protocol.envelope import EncodedFrame, Envelope
 
 if TYPE_CHECKING:
-    from actors.session import FrameSink
+    from wscore.actors.session import FrameSink
 
 __all__ = [
     "AdoptSession",

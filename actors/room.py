@@ -26,8 +26,8 @@ import logging
 import time
 from typing import Any
 
-from actors._runtime import GeventActor, offer_quietly, tell_quietly
-from actors.messages import (
+from wscore.actors._runtime import GeventActor, offer_quietly, tell_quietly
+from wscore.actors.messages import (
     Deliver,
     JoinedRoom,
     JoinRoom,
@@ -40,7 +40,7 @@ from actors.messages import (
     RoomPublished,
     Stats,
 )
-from actors.store import split_room_wire
+from wscore.actors.store import split_room_wire
 from wscore.behaviours import RoomHandle, RoomMessage
 from wscore.protocol.envelope import EncodedFrame, encode_envelope
 

@@ -41,8 +41,8 @@ from typing import Any
 
 import attrs
 
-from actors._runtime import GeventActor, offer_quietly, tell_quietly
-from actors.messages import (
+from wscore.actors._runtime import GeventActor, offer_quietly, tell_quietly
+from wscore.actors.messages import (
     AdoptSession,
     ClaimResult,
     ClaimSession,
@@ -65,9 +65,9 @@ from actors.messages import (
     Stats,
     StopAll,
 )
-from actors.room import RoomActor
-from actors.session import SessionActor, SessionEnv
-from actors.store import ClusterLinks
+from wscore.actors.room import RoomActor
+from wscore.actors.session import SessionActor, SessionEnv
+from wscore.actors.store import ClusterLinks
 from wscore.protocol.codes import CLOSE_REPLACED
 
 __all__ = ["FindRoom", "RouterActor"]

@@ -54,8 +54,8 @@ from typing import Any, Protocol
 import attrs
 import gevent
 
-from actors._runtime import GeventActor, tell_quietly
-from actors.messages import (
+from wscore.actors._runtime import GeventActor, tell_quietly
+from wscore.actors.messages import (
     Attach,
     AttachResult,
     ClientFrame,
@@ -76,7 +76,7 @@ from actors.messages import (
     TimerFired,
     Unparseable,
 )
-from actors.store import Hydration, SessionStore, room_wire, split_room_wire
+from wscore.actors.store import Hydration, SessionStore, room_wire, split_room_wire
 from wscore.auth import AuthResult
 from wscore.config import WsServerConfig
 from wscore.context import WsContext, WsSession

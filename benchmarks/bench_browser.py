@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     args = parser.parse_args(argv)
 
-    import sandbox
-    from wscore import WsContext, WsServer, WsServerConfig
+    from wscore import WsContext, WsServer, WsServerConfig, sandbox
 
     data = (REPO / "wscore/static/wscore.js").read_bytes()
     print(f"bundle: {len(data)} B minified, {len(gzip.compress(data, 9))} B min+gzip")

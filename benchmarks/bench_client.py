@@ -78,7 +78,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_resume(port: int, cuts: int, mode: str) -> list[float]:
-    import sandbox
+    from wscore import sandbox
     from wscore.client import WsClient, WsClientConfig
 
     latencies: list[float] = []

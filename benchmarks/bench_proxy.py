@@ -96,7 +96,7 @@ def main() -> int:
     probe.bind(("127.0.0.1", 0))
     proxy_port = probe.getsockname()[1]
     probe.close()
-    code = "import sys; from sandbox.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from wscore.sandbox.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "proxy", "--listen", f"127.0.0.1:{proxy_port}",
          "--upstream", f"127.0.0.1:{server.http.server_port}"],

@@ -12,17 +12,17 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loadtests.options import MESSAGE_INTERVAL
-from loadtests.pacing import Pacer
-from loadtests.user import RequestFailed, WsUser
-from sandbox.chat_workload import ChatWorkload
-from sandbox.probe import Arrival, OrderCheck, ProbeSender, parse_probe
 from wscore import ErrorCode
 from wscore.client import WsError
+from wscore.loadtests.options import MESSAGE_INTERVAL
+from wscore.loadtests.pacing import Pacer
+from wscore.loadtests.user import RequestFailed, WsUser
+from wscore.sandbox.chat_workload import ChatWorkload
+from wscore.sandbox.probe import Arrival, OrderCheck, ProbeSender, parse_probe
 
 if TYPE_CHECKING:
-    from loadtests.counters import WsCounters
     from wscore.client import WsClient
+    from wscore.loadtests.counters import WsCounters
 
 __all__ = ["BroadcastOrderError", "BroadcastProbe", "ProbeUser", "RoomChatter",
            "send_chat_message", "set_and_read_session_counter"]

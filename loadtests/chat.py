@@ -25,8 +25,8 @@ if not __package__:  # loaded by path (`locust -f`): put the repository root on 
 
 from locust import task
 
-from loadtests.broadcast import RoomChatter
-from loadtests.hooks import install
+from wscore.loadtests.broadcast import RoomChatter
+from wscore.loadtests.hooks import install
 
 install()
 

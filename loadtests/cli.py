@@ -67,8 +67,8 @@ def parse_duration(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sandbox.argtypes import positive_float, positive_int
-    from sandbox.profiles import profile_names
+    from wscore.sandbox.argtypes import positive_float, positive_int
+    from wscore.sandbox.profiles import profile_names
 
     p = _Parser(prog="wscore loadtest",
                 description="Run a locust scenario headless against an app or a URL, optionally "
@@ -112,9 +112,9 @@ def _split_url(url: str) -> tuple[tuple[str, int], str]:
 @contextmanager
 def _target(args: argparse.Namespace, stack: ExitStack) -> Iterator[tuple[str, str | None]]:
     """(the URL locust loads, the proxy's control URL or None), for the run's lifetime."""
-    from sandbox.api import proxy
-    from sandbox.app import AppProcess, ScenarioError, fit_profile_params, probe_app_config
-    from sandbox.profiles import ProfileParams
+    from wscore.sandbox.api import proxy
+    from wscore.sandbox.app import AppProcess, ScenarioError, fit_profile_params, probe_app_config
+    from wscore.sandbox.profiles import ProfileParams
 
     try:
         if args.app:

@@ -24,7 +24,7 @@ from typing import Any
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from sandbox.guarantees import Evidence, breaches
+from wscore.sandbox.guarantees import Evidence, breaches
 
 __all__ = [
     "COUNTER_NAMES",

@@ -18,8 +18,8 @@ import locust
 from locust.env import Environment
 from locust.event import DeprecatedEventHook, EventHook, Events
 
-from loadtests import counters, progress
-from loadtests.options import add_options
+from wscore.loadtests import counters, progress
+from wscore.loadtests.options import add_options
 
 __all__ = ["fire_request", "install", "listen"]
 

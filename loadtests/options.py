@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar, cast
 import attrs
 from locust.env import Environment
 
-from sandbox.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from wscore.sandbox.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 
 __all__ = [
     "DROP_INTERVAL",

@@ -19,8 +19,8 @@ from typing import Any
 
 from locust.env import Environment
 
-from loadtests.counters import counters_of, is_worker
-from sandbox.progress import LiveLine, ProgressSnapshot
+from wscore.loadtests.counters import counters_of, is_worker
+from wscore.sandbox.progress import LiveLine, ProgressSnapshot
 
 __all__ = ["on_test_start", "on_test_stop", "wanted"]
 

@@ -43,10 +43,10 @@ from locust import events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtests.broadcast import RoomChatter, set_and_read_session_counter
-from loadtests.counters import counters_of
-from loadtests.hooks import fire_request, install, listen
-from loadtests.options import DROP_INTERVAL, PROXY_CONTROL, STORM_INTERVAL, loopback_http_url
+from wscore.loadtests.broadcast import RoomChatter, set_and_read_session_counter
+from wscore.loadtests.counters import counters_of
+from wscore.loadtests.hooks import fire_request, install, listen
+from wscore.loadtests.options import DROP_INTERVAL, PROXY_CONTROL, STORM_INTERVAL, loopback_http_url
 
 install()
 

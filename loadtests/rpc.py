@@ -29,10 +29,10 @@ if not __package__:  # loaded by path (`locust -f`): put the repository root on 
 from locust import task
 from locust.user.wait_time import constant, constant_throughput
 
-from loadtests.broadcast import set_and_read_session_counter
-from loadtests.hooks import install
-from loadtests.options import ECHO_BYTES, RPC_RATE
-from loadtests.user import WsUser
+from wscore.loadtests.broadcast import set_and_read_session_counter
+from wscore.loadtests.hooks import install
+from wscore.loadtests.options import ECHO_BYTES, RPC_RATE
+from wscore.loadtests.user import WsUser
 
 install()
 

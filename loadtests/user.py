@@ -40,12 +40,6 @@ from locust import User
 from locust.env import Environment
 from locust.exception import LocustError, RescheduleTask, StopUser
 
-from loadtests.counters import counters_of
-from loadtests.hooks import fire_request
-from loadtests.options import REQUEST_TIMEOUT, ROOMS
-from sandbox.chat_workload import ChatWorkload
-from sandbox.guarantees import ReplyAccount
-from sandbox.workload import Request, Workload
 from wscore.client import (
     ConnectionClosed,
     SendBufferFull,
@@ -54,6 +48,12 @@ from wscore.client import (
     WsClientConfig,
     WsError,
 )
+from wscore.loadtests.counters import counters_of
+from wscore.loadtests.hooks import fire_request
+from wscore.loadtests.options import REQUEST_TIMEOUT, ROOMS
+from wscore.sandbox.chat_workload import ChatWorkload
+from wscore.sandbox.guarantees import ReplyAccount
+from wscore.sandbox.workload import Request, Workload
 
 __all__ = ["NotConnected", "ReplyMismatch", "RequestFailed", "WsUser"]
 

@@ -5,8 +5,8 @@ importing ``wscore`` does), before any socket-using module is imported.
 
 Main entry points::
 
-    import sandbox
-    from sandbox import Latency, ResetPeer
+    from wscore import sandbox
+    from wscore.sandbox import Latency, ResetPeer
 
     with sandbox.proxy(("127.0.0.1", 8080), seed=7,
                        faults=[Latency(latency_seconds=0.05)]) as net:
@@ -31,9 +31,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from sandbox.api import BlackholeWindow, ProxyHandle, proxy
-from sandbox.fault_proxy import FaultProxy, ProxyError
-from sandbox.faults import (
+from wscore.sandbox.api import BlackholeWindow, ProxyHandle, proxy
+from wscore.sandbox.fault_proxy import FaultProxy, ProxyError
+from wscore.sandbox.faults import (
     Bandwidth,
     Blackhole,
     Direction,
@@ -49,10 +49,10 @@ from sandbox.faults import (
     diff_fault_logs,
     same_fault_log,
 )
-from sandbox.ledger import Ledger, LedgerSummary
-from sandbox.profiles import ProfileError, ProfileParams, build_profile, profile_names
-from sandbox.report import Report
-from sandbox.runner import ScenarioError, run_scenario
+from wscore.sandbox.ledger import Ledger, LedgerSummary
+from wscore.sandbox.profiles import ProfileError, ProfileParams, build_profile, profile_names
+from wscore.sandbox.report import Report
+from wscore.sandbox.runner import ScenarioError, run_scenario
 
 __all__ = [
     "Bandwidth",

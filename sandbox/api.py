@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
-from sandbox.balance import RoundRobin
-from sandbox.control import ControlServer
-from sandbox.fault_proxy import FaultProxy
-from sandbox.faults import Fault, FaultRecord, RefuseMode
-from sandbox.profiles import ProfileParams, build_profile
+from wscore.sandbox.balance import RoundRobin
+from wscore.sandbox.control import ControlServer
+from wscore.sandbox.fault_proxy import FaultProxy
+from wscore.sandbox.faults import Fault, FaultRecord, RefuseMode
+from wscore.sandbox.profiles import ProfileParams, build_profile
 
 __all__ = ["BlackholeWindow", "ProxyHandle", "proxy"]
 

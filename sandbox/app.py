@@ -27,8 +27,8 @@ from typing import IO
 
 import attrs
 
-from sandbox.profiles import ProfileError, ProfileParams, build_profile
-from sandbox.retry import Backoff
+from wscore.sandbox.profiles import ProfileError, ProfileParams, build_profile
+from wscore.sandbox.retry import Backoff
 
 __all__ = [
     "EXPECT_SESSION_LOSS_PROFILES",
@@ -122,7 +122,7 @@ def probe_app_config(target: str, *, python: str = sys.executable,
                      env: Mapping[str, str] | None = None, timeout: float = 60.0) -> AppConfig:
     """Read ``target``'s config via ``python -m sandbox._config_probe`` (never imported here)."""
     try:
-        done = subprocess.run([python, "-m", "sandbox._config_probe", target],
+        done = subprocess.run([python, "-m", "wscore.sandbox._config_probe", target],
                               capture_output=True, text=True, timeout=timeout,
                               env=_subprocess_env(env), check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

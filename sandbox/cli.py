@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 import gevent
 import gevent.event
 
-from sandbox.control import ControlServer
-from sandbox.fault_proxy import FaultProxy, ProxyError, format_address, parse_address
-from sandbox.faults import (
+from wscore.sandbox.control import ControlServer
+from wscore.sandbox.fault_proxy import FaultProxy, ProxyError, format_address, parse_address
+from wscore.sandbox.faults import (
     Bandwidth,
     Blackhole,
     Direction,
@@ -35,14 +35,14 @@ from sandbox.faults import (
     Slicer,
     SlowClose,
 )
-from sandbox.profiles import (
+from wscore.sandbox.profiles import (
     ProfileError,
     ProfileParams,
     build_profile,
     load_profile_file,
     profile_names,
 )
-from sandbox.run_command import register_run_command
+from wscore.sandbox.run_command import register_run_command
 
 __all__ = [
     "COMMAND_REGISTRARS",

@@ -27,8 +27,8 @@ from typing import Any
 
 from gevent.pywsgi import WSGIServer
 
-from sandbox.fault_proxy import FaultProxy, ProxyError, format_address
-from sandbox.faults import fault_from_dict, fault_to_dict, faults_from_list
+from wscore.sandbox.fault_proxy import FaultProxy, ProxyError, format_address
+from wscore.sandbox.faults import fault_from_dict, fault_to_dict, faults_from_list
 
 __all__ = ["ControlServer"]
 

@@ -28,11 +28,11 @@ import attrs
 import gevent
 import gevent.event
 
-from sandbox.retry import NotRetryable, retrying
 from wscore.client import ConnectionClosed
+from wscore.sandbox.retry import NotRetryable, retrying
 
 if TYPE_CHECKING:
-    from sandbox.driver import Driver
+    from wscore.sandbox.driver import Driver
 
 __all__ = ["DrainResult", "Fences", "drain"]
 

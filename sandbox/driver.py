@@ -34,16 +34,16 @@ import gevent
 import gevent.event
 import gevent.pool
 
-from sandbox.api import ProxyHandle
-from sandbox.app import AppConfig, ScenarioError
-from sandbox.drain import Fences
-from sandbox.guarantees import stray_replies
-from sandbox.ledger import Ledger
-from sandbox.probe import ProbeSender, parse_probe
-from sandbox.retry import NotRetryable, retrying
-from sandbox.workload import Request, Workload
 from wscore.client import ConnectionClosed, SendBufferFull, SessionInfo, WsClient, WsClientConfig
 from wscore.errors import WsError
+from wscore.sandbox.api import ProxyHandle
+from wscore.sandbox.app import AppConfig, ScenarioError
+from wscore.sandbox.drain import Fences
+from wscore.sandbox.guarantees import stray_replies
+from wscore.sandbox.ledger import Ledger
+from wscore.sandbox.probe import ProbeSender, parse_probe
+from wscore.sandbox.retry import NotRetryable, retrying
+from wscore.sandbox.workload import Request, Workload
 
 __all__ = ["Driver"]
 

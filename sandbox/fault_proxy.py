@@ -27,11 +27,11 @@ from typing import IO, Any
 import gevent
 import gevent.event
 
-from sandbox.balance import RoundRobin
-from sandbox.faults import Blackhole, Fault, FaultRecord, Refuse, RefuseMode, Trigger
-from sandbox.pumps import LINGER_RESET, Connection, spawn_timer
-from sandbox.retry import Backoff
-from sandbox.stream_plan import Window, windows
+from wscore.sandbox.balance import RoundRobin
+from wscore.sandbox.faults import Blackhole, Fault, FaultRecord, Refuse, RefuseMode, Trigger
+from wscore.sandbox.pumps import LINGER_RESET, Connection, spawn_timer
+from wscore.sandbox.retry import Backoff
+from wscore.sandbox.stream_plan import Window, windows
 
 __all__ = ["FaultProxy", "ProxyError", "format_address", "parse_address"]
 

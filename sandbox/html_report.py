@@ -22,7 +22,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from sandbox.report import Report
+from wscore.sandbox.report import Report
 
 __all__ = ["render_html"]
 

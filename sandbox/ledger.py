@@ -52,7 +52,7 @@ from typing import Any
 
 import attrs
 
-from sandbox.probe import Arrival, OrderCheck, Probe, parse_probe
+from wscore.sandbox.probe import Arrival, OrderCheck, Probe, parse_probe
 
 __all__ = [
     "ChatSent",

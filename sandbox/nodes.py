@@ -41,10 +41,10 @@ from typing import IO
 import gevent
 import gevent.event
 
-from sandbox.app import ScenarioError, _subprocess_env
-from sandbox.fault_proxy import FaultProxy
-from sandbox.faults import Trigger
-from sandbox.retry import Backoff
+from wscore.sandbox.app import ScenarioError, _subprocess_env
+from wscore.sandbox.fault_proxy import FaultProxy
+from wscore.sandbox.faults import Trigger
+from wscore.sandbox.retry import Backoff
 
 __all__ = ["DEFAULT_MAX_RESTARTS", "NODE_PROFILES", "NodeCluster", "NodeProcess", "NodeRestarts",
            "check_nodes_args"]

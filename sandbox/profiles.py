@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from sandbox.faults import (
+from wscore.sandbox.faults import (
     Blackhole,
     Direction,
     Fault,

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 
-from sandbox.faults import Blackhole, Direction, Fault, ResetPeer, Trigger
-from sandbox.stream_plan import Action, Mode, Record, StreamPlan, TimedFault, Window
+from wscore.sandbox.faults import Blackhole, Direction, Fault, ResetPeer, Trigger
+from wscore.sandbox.stream_plan import Action, Mode, Record, StreamPlan, TimedFault, Window
 
 if TYPE_CHECKING:
-    from sandbox.fault_proxy import FaultProxy
+    from wscore.sandbox.fault_proxy import FaultProxy
 
 __all__ = ["LINGER_RESET", "Connection", "Pump", "spawn_timer"]
 

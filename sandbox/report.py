@@ -29,9 +29,9 @@ from typing import Any
 
 import attrs
 
-from sandbox.guarantees import Evidence, breaches
-from sandbox.ledger import LedgerSummary, Percentiles
-from sandbox.timeline import Timeline
+from wscore.sandbox.guarantees import Evidence, breaches
+from wscore.sandbox.ledger import LedgerSummary, Percentiles
+from wscore.sandbox.timeline import Timeline
 
 __all__ = ["FaultSummary", "Report", "RunInfo", "Verdict", "judge"]
 
@@ -62,7 +62,7 @@ class RunInfo:
     #: Clients that stopped for good by themselves before the end, by close reason.
     clients_stopped: Mapping[str, int] = attrs.field(factory=dict)
     app_log: str | None = None  # the app's output (warnings and up), if it wrote any
-    workload: str = "sandbox.chat_workload:ChatWorkload"  # MODULE:CLASS of what clients did
+    workload: str = "wscore.sandbox.chat_workload:ChatWorkload"  # MODULE:CLASS of what clients did
     drain_problem: str | None = None  # why the drain did not finish, in one line
 
 

@@ -23,9 +23,9 @@ import os
 import sys
 from typing import Any
 
-from sandbox.argtypes import fraction, positive_float, positive_int
-from sandbox.profiles import profile_names
-from sandbox.workload import DEFAULT_WORKLOAD
+from wscore.sandbox.argtypes import fraction, positive_float, positive_int
+from wscore.sandbox.profiles import profile_names
+from wscore.sandbox.workload import DEFAULT_WORKLOAD
 
 __all__ = ["register_run_command"]
 
@@ -73,8 +73,8 @@ def register_run_command(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sandbox.cli import UsageError
-    from sandbox.runner import ScenarioError, run_scenario
+    from wscore.sandbox.cli import UsageError
+    from wscore.sandbox.runner import ScenarioError, run_scenario
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(report.to_json() + "\n")
     if args.html:
-        from sandbox.html_report import render_html
+        from wscore.sandbox.html_report import render_html
 
         with open(args.html, "w", encoding="utf-8") as fh:
             fh.write(render_html(report))

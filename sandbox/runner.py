@@ -70,8 +70,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from sandbox.api import proxy
-from sandbox.app import (
+from wscore.client import WsClientConfig
+from wscore.sandbox.api import proxy
+from wscore.sandbox.app import (
     EXPECT_SESSION_LOSS_PROFILES,
     AppConfig,
     AppProcess,
@@ -79,16 +80,21 @@ from sandbox.app import (
     fit_profile_params,
     probe_app_config,
 )
-from sandbox.drain import drain
-from sandbox.driver import Driver
-from sandbox.faults import FaultRecord, Trigger, fault_log_key
-from sandbox.nodes import NodeCluster, check_nodes_args, node_addresses, node_restarts_for, start_app_nodes
-from sandbox.profiles import build_profile, profile_names
-from sandbox.progress import LiveLine, ProgressSnapshot
-from sandbox.report import FaultSummary, Report, RunInfo, judge
-from sandbox.timeline import build_timeline
-from sandbox.workload import DEFAULT_WORKLOAD, Workload, WorkloadError, load_workload
-from wscore.client import WsClientConfig
+from wscore.sandbox.drain import drain
+from wscore.sandbox.driver import Driver
+from wscore.sandbox.faults import FaultRecord, Trigger, fault_log_key
+from wscore.sandbox.nodes import (
+    NodeCluster,
+    check_nodes_args,
+    node_addresses,
+    node_restarts_for,
+    start_app_nodes,
+)
+from wscore.sandbox.profiles import build_profile, profile_names
+from wscore.sandbox.progress import LiveLine, ProgressSnapshot
+from wscore.sandbox.report import FaultSummary, Report, RunInfo, judge
+from wscore.sandbox.timeline import build_timeline
+from wscore.sandbox.workload import DEFAULT_WORKLOAD, Workload, WorkloadError, load_workload
 
 __all__ = [
     "EXPECT_SESSION_LOSS_PROFILES",

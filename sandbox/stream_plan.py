@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from sandbox.faults import (
+from wscore.sandbox.faults import (
     Bandwidth,
     Blackhole,
     Direction,

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from sandbox.faults import FaultRecord, Trigger
+from wscore.sandbox.faults import FaultRecord, Trigger
 
 __all__ = ["FaultMark", "Timeline", "build_timeline"]
 

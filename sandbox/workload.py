@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_WORKLOAD", "Request", "Workload", "WorkloadError", "load_wor
            "reply_equals"]
 
 #: What ``--workload`` defaults to.
-DEFAULT_WORKLOAD = "sandbox.chat_workload:ChatWorkload"
+DEFAULT_WORKLOAD = "wscore.sandbox.chat_workload:ChatWorkload"
 
 
 def reply_equals(expected: Any) -> Callable[[Any], str | None]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import actors
-import sandbox
 import wscore
+from wscore import actors, sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

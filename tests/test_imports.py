@@ -14,7 +14,7 @@ import pytest
 
 import wscore
 
-HEAVY = ("actors", "pykka", "geventwebsocket", "wscore.server", "wscore.transport")
+HEAVY = ("wscore.actors", "pykka", "geventwebsocket", "wscore.server", "wscore.transport")
 
 
 def loaded_after(statement: str) -> tuple[set[str], dict[str, object]]:
@@ -51,12 +51,12 @@ def test_light_imports_leave_the_server_machinery_out(statement: str) -> None:
 
 def test_server_names_still_import_from_the_top_level() -> None:
     modules, _ = loaded_after("from wscore import WsServer, WsServerConfig, WsContext")
-    assert {"wscore.server", "actors", "pykka", "geventwebsocket"} <= modules
+    assert {"wscore.server", "wscore.actors", "pykka", "geventwebsocket"} <= modules
 
 
 def test_actors_package_imports_on_its_own() -> None:
-    modules, report = loaded_after("import actors; actors.SessionActor")
-    assert "actors.session" in modules and report["patched"]
+    modules, report = loaded_after("from wscore import actors; actors.SessionActor")
+    assert "wscore.actors.session" in modules and report["patched"]
 
 
 def test_every_public_name_resolves_and_unknown_names_fail() -> None:

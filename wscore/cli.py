@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 
 def loadtest_main(argv: Sequence[str]) -> int:
     """``wscore loadtest SCENARIO …``: a locust scenario headless, summarised (``loadtests.cli``)."""
-    from loadtests.cli import main as loadtest_cli
+    from wscore.loadtests.cli import main as loadtest_cli
 
     return loadtest_cli(argv)
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["loadtest"]:
         return loadtest_main(argv[1:])
     if argv[:1] == ["sandbox"]:
-        from sandbox.cli import main as sandbox_main
+        from wscore.sandbox.cli import main as sandbox_main
 
         return sandbox_main(argv[1:])
     if argv[:1] == ["client"]:

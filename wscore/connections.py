@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import gevent.lock
 import pykka
 
-from actors.connection import ActorWriter, ConnectionActor
-from actors.messages import (
+from wscore.actors.connection import ActorWriter, ConnectionActor
+from wscore.actors.messages import (
     AdoptSession,
     Attach,
     AttachResult,
@@ -33,7 +33,7 @@ from actors.messages import (
     OpenSession,
     Unparseable,
 )
-from actors.store import Hydration
+from wscore.actors.store import Hydration
 from wscore.auth import AuthResult, ConnectionInfo, token_from
 from wscore.errors import ConnectionClosed, PeerProtocolError, WsError
 from wscore.outbox import Outbox

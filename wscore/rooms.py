@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
-from actors.router import FindRoom
+from wscore.actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
+from wscore.actors.router import FindRoom
 from wscore.context import WsSession
 from wscore.errors import UsageError, WsError
 from wscore.protocol.codes import ErrorCode

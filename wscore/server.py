@@ -42,8 +42,10 @@ import gevent.event
 import gevent.lock
 import pykka
 
-from actors.handler import HandlerActor
-from actors.messages import (
+from wscore import static
+from wscore._console_log import install_default_handler, remove_default_handler
+from wscore.actors.handler import HandlerActor
+from wscore.actors.messages import (
     DropAll,
     Handover,
     RoomGapped,
@@ -52,11 +54,9 @@ from actors.messages import (
     Stats,
     StopAll,
 )
-from actors.router import RouterActor
-from actors.session import SessionEnv
-from actors.store import ClusterLinks, room_wire
-from wscore import static
-from wscore._console_log import install_default_handler, remove_default_handler
+from wscore.actors.router import RouterActor
+from wscore.actors.session import SessionEnv
+from wscore.actors.store import ClusterLinks, room_wire
 from wscore.auth import WsAuthenticator
 from wscore.behaviours import WsActorController, WsController
 from wscore.config import WsServerConfig

@@ -62,7 +62,7 @@ import gevent
 import gevent.event
 import pykka
 
-from actors.messages import (
+from wscore.actors.messages import (
     Attach,
     ClientFrame,
     Detach,
@@ -71,7 +71,7 @@ from actors.messages import (
     StopAll,
     Unparseable,
 )
-from actors.router import FindRoom, RouterActor
+from wscore.actors.router import FindRoom, RouterActor
 from wscore.auth import AuthResult, ConnectionInfo
 from wscore.errors import ConnectionClosed, UsageError, WsError
 from wscore.protocol.codes import CLOSE_GOING_AWAY, PROTOCOL_VERSION, ErrorCode

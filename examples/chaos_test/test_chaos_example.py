@@ -13,12 +13,11 @@ from typing import Any
 import gevent.event
 import pytest
 
-import sandbox
 import wscore  # noqa: F401  (gevent-ready before anything else)
 from examples.chat.app import build_chat_server
-from sandbox import Direction, Latency, ResetPeer
-from wscore import WsServer, WsServerConfig
+from wscore import WsServer, WsServerConfig, sandbox
 from wscore.client import WsClient, WsClientConfig
+from wscore.sandbox import Direction, Latency, ResetPeer
 
 QUICK = WsClientConfig(backoff_base=0.05, backoff_cap=0.5, open_timeout=2.0)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sandbox.workload import Request, Workload
+from wscore.sandbox.workload import Request, Workload
 
 __all__ = ["CounterWorkload"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sandbox.workload import Request, Workload, reply_equals
+from wscore.sandbox.workload import Request, Workload, reply_equals
 
 __all__ = ["QuickstartWorkload"]
 

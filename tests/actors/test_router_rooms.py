@@ -8,8 +8,9 @@ from typing import Any
 import pykka
 from wshelpers import wait_for
 
-from actors import FindRoom, RouterActor, SessionEnv
-from actors.messages import (
+from wscore import WsServerConfig
+from wscore.actors import FindRoom, RouterActor, SessionEnv
+from wscore.actors.messages import (
     Attach,
     ClaimSession,
     ClientFrame,
@@ -21,7 +22,6 @@ from actors.messages import (
     SendToSessions,
     Stats,
 )
-from wscore import WsServerConfig
 from wscore.handlers import HandlerSpec
 from wscore.protocol.envelope import Envelope, encode_envelope
 

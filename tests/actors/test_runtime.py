@@ -10,7 +10,7 @@ import gevent.event
 import pykka
 import pytest
 
-from actors import GeventActor
+from wscore.actors import GeventActor
 
 
 @attrs.frozen

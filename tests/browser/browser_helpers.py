@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.api import ProxyHandle
 from wscore import WsServer
+from wscore.sandbox.api import ProxyHandle
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("drive.mjs")

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
-import sandbox
 import wscore  # noqa: F401  (gevent-ready before anything else)
 from examples.chat.app import build_chat_server
 from examples.chat.page import page_app
-from sandbox.api import ProxyHandle
-from wscore import AuthResult, WsAuthenticator, WsServer, WsServerConfig
+from wscore import AuthResult, WsAuthenticator, WsServer, WsServerConfig, sandbox
 from wscore.auth import ConnectionInfo
+from wscore.sandbox.api import ProxyHandle
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("WSCORE_CHROMIUM", "/usr/bin/chromium")

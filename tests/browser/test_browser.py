@@ -7,9 +7,9 @@ from typing import Any
 import gevent.event
 from browser_helpers import driver_config, finish_driver, run_driver, start_driver
 
-from sandbox.api import ProxyHandle
 from wscore import WsServer
 from wscore.client import WsClient, WsClientConfig
+from wscore.sandbox.api import ProxyHandle
 
 
 def _texts(prefix: str, a: int, b: int) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.cli import parse_duration
+from wscore.loadtests.cli import parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 WSCORE = [sys.executable, "-m", "wscore.cli", "loadtest"]

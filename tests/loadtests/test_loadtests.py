@@ -29,9 +29,9 @@ from locust.user import User
 from locust.util.load_locustfile import load_locustfile
 from wshelpers import wait_for
 
-import sandbox
-from loadtests.broadcast import BroadcastProbe
-from loadtests.counters import WsCounters, counters_of
+from wscore import sandbox
+from wscore.loadtests.broadcast import BroadcastProbe
+from wscore.loadtests.counters import WsCounters, counters_of
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = ROOT / "loadtests"
@@ -248,11 +248,11 @@ def test_importing_the_support_modules_registers_no_listener() -> None:
         "import locust\n"
         "hooks = [h for h in vars(locust.events).values() if hasattr(h, '_handlers')]\n"
         "before = sum(len(h._handlers) for h in hooks)\n"
-        "import loadtests.user, loadtests.counters, loadtests.options, loadtests.hooks\n"
-        "import loadtests.pacing, loadtests.broadcast\n"
+        "import wscore.loadtests.user, wscore.loadtests.counters, wscore.loadtests.options\n"
+        "import wscore.loadtests.hooks, wscore.loadtests.pacing, wscore.loadtests.broadcast\n"
         "assert sum(len(h._handlers) for h in hooks) == before, 'a listener was registered'\n"
-        "loadtests.hooks.install(); n = sum(len(h._handlers) for h in hooks)\n"
-        "loadtests.hooks.install()\n"
+        "wscore.loadtests.hooks.install(); n = sum(len(h._handlers) for h in hooks)\n"
+        "wscore.loadtests.hooks.install()\n"
         "assert n > before and sum(len(h._handlers) for h in hooks) == n, 'install not idempotent'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

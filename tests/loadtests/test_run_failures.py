@@ -17,7 +17,7 @@ import pytest
 from locust.env import Environment
 from locust.util.load_locustfile import load_locustfile
 
-from loadtests.counters import WsCounters, counters_of, run_problem
+from wscore.loadtests.counters import WsCounters, counters_of, run_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -12,11 +12,11 @@ import pytest
 import websocket
 from sandbox_helpers import EchoWsServer
 
-import sandbox
-from sandbox import Blackhole, Direction, Latency, ProfileParams, ResetPeer, build_profile
-from sandbox.cli import main
-from sandbox.faults import fault_from_dict, fault_to_dict
-from sandbox.profiles import ProfileError, load_profile_file, profile_names
+from wscore import sandbox
+from wscore.sandbox import Blackhole, Direction, Latency, ProfileParams, ResetPeer, build_profile
+from wscore.sandbox.cli import main
+from wscore.sandbox.faults import fault_from_dict, fault_to_dict
+from wscore.sandbox.profiles import ProfileError, load_profile_file, profile_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_cli_proxy_serves_and_stops_on_sigterm(ws_echo: EchoWsServer, tmp_path: 
     port = probe.getsockname()[1]
     probe.close()
     log_path = tmp_path / "faults.jsonl"
-    code = "import sys; from sandbox.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from wscore.sandbox.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "proxy", "--listen", f"127.0.0.1:{port}",
          "--upstream", f"127.0.0.1:{ws_echo.address[1]}", "--seed", "5",

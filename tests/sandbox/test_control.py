@@ -9,7 +9,7 @@ import pytest
 import websocket
 from sandbox_helpers import EchoWsServer
 
-import sandbox
+from wscore import sandbox
 
 
 def _call(base: str, method: str, path: str, body: Any = None,

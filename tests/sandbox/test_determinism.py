@@ -6,8 +6,8 @@ from pathlib import Path
 import websocket
 from sandbox_helpers import EchoWsServer
 
-import sandbox
-from sandbox import (
+from wscore import sandbox
+from wscore.sandbox import (
     Blackhole,
     Direction,
     FaultRecord,

@@ -14,8 +14,8 @@ from sandbox_helpers import (
     ws_frame,
 )
 
-import sandbox
-from sandbox import (
+from wscore import sandbox
+from wscore.sandbox import (
     Bandwidth,
     Blackhole,
     Direction,

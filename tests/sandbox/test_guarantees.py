@@ -1,8 +1,8 @@
-"""sandbox.guarantees: the one delivery-guarantee policy."""
+"""wscore.sandbox.guarantees: the one delivery-guarantee policy."""
 
 from __future__ import annotations
 
-from sandbox.guarantees import BREACHES, Evidence, ReplyAccount, breaches, stray_replies
+from wscore.sandbox.guarantees import BREACHES, Evidence, ReplyAccount, breaches, stray_replies
 
 
 def test_clean_evidence_breaks_nothing() -> None:

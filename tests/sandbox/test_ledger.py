@@ -8,9 +8,9 @@ from typing import Any
 import attrs
 import pytest
 
-from sandbox.ledger import Ledger, LedgerSummary, content_digest, percentiles
-from sandbox.probe import Probe
-from sandbox.report import FaultSummary, Report, RunInfo, judge
+from wscore.sandbox.ledger import Ledger, LedgerSummary, content_digest, percentiles
+from wscore.sandbox.probe import Probe
+from wscore.sandbox.report import FaultSummary, Report, RunInfo, judge
 
 
 def chat_text(sender: int, seq: int, filler: str) -> str:

@@ -1,10 +1,10 @@
-"""sandbox.probe: the one probe format and the one order checker."""
+"""wscore.sandbox.probe: the one probe format and the one order checker."""
 
 from __future__ import annotations
 
 import pytest
 
-from sandbox.probe import Arrival, OrderCheck, Probe, ProbeSender, parse_probe
+from wscore.sandbox.probe import Arrival, OrderCheck, Probe, ProbeSender, parse_probe
 
 
 def test_text_round_trip_keeps_a_filler_with_spaces() -> None:

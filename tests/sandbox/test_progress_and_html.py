@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from sandbox.progress import ProgressSnapshot, format_progress
+from wscore.sandbox.progress import ProgressSnapshot, format_progress
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COUNTER_RUN = [sys.executable, "-m", "wscore.cli", "sandbox", "run",
@@ -133,10 +133,10 @@ def test_the_html_report_draws_its_timeline_in_a_browser(tmp_path: pathlib.Path)
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by `make` (apt-get)")
 def test_a_loss_is_flagged_on_the_chart(tmp_path: pathlib.Path) -> None:
-    from sandbox.html_report import render_html
-    from sandbox.ledger import Ledger
-    from sandbox.report import FaultSummary, Report, RunInfo, judge
-    from sandbox.timeline import build_timeline
+    from wscore.sandbox.html_report import render_html
+    from wscore.sandbox.ledger import Ledger
+    from wscore.sandbox.report import FaultSummary, Report, RunInfo, judge
+    from wscore.sandbox.timeline import build_timeline
 
     ledger = Ledger()
     for i in range(2):

@@ -1,4 +1,4 @@
-"""sandbox.retry: retried errors back off, the others stop at once."""
+"""wscore.sandbox.retry: retried errors back off, the others stop at once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sandbox.retry import Backoff, NotRetryable, retrying
 from wscore import ErrorCode, WsError
+from wscore.sandbox.retry import Backoff, NotRetryable, retrying
 
 
 def failing(*errors: BaseException) -> tuple[list[int], Callable[[], str]]:

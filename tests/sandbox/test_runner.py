@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import sandbox
-from sandbox import cli
-from sandbox.report import Report
-from sandbox.runner import AppConfig, ScenarioError, fit_profile_params
+from wscore import sandbox
 from wscore.client import WsClientConfig
+from wscore.sandbox import cli
+from wscore.sandbox.report import Report
+from wscore.sandbox.runner import AppConfig, ScenarioError, fit_profile_params
 
 HERE = pathlib.Path(__file__).resolve().parent
 TEST_APPS = {"PYTHONPATH": str(HERE)}  # sbx_apps.py lives next to this file

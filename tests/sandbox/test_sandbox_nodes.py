@@ -18,12 +18,12 @@ import pytest
 from cluster.redisproc import RedisServer
 from processes import alive
 
-import sandbox
-from sandbox import cli
-from sandbox.balance import RoundRobin
-from sandbox.fault_proxy import FaultProxy
-from sandbox.nodes import NodeCluster
-from sandbox.report import Report
+from wscore import sandbox
+from wscore.sandbox import cli
+from wscore.sandbox.balance import RoundRobin
+from wscore.sandbox.fault_proxy import FaultProxy
+from wscore.sandbox.nodes import NodeCluster
+from wscore.sandbox.report import Report
 
 FAST_APP = "examples.chat_fast.app:server"
 pytestmark = pytest.mark.timeout(180)

@@ -1,4 +1,4 @@
-"""sandbox.stream_plan with bytes: upgrade and frame scanning, cut planning, schedules (pure)."""
+"""wscore.sandbox.stream_plan with bytes: upgrade and frame scanning, cut planning, schedules (pure)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.faults import Blackhole, Direction, Fault, Latency, LimitData, ResetPeer, SlowClose
-from sandbox.stream_plan import (
+from wscore.sandbox.faults import Blackhole, Direction, Fault, Latency, LimitData, ResetPeer, SlowClose
+from wscore.sandbox.stream_plan import (
     MAX_HANDSHAKE_BYTES,
     Action,
     Mode,

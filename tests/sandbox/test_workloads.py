@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sandbox import cli
-from sandbox.ledger import Ledger
-from sandbox.workload import WorkloadError, load_workload
+from wscore.sandbox import cli
+from wscore.sandbox.ledger import Ledger
+from wscore.sandbox.workload import WorkloadError, load_workload
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COUNTER = ["--app", "examples.counter.app:server",
@@ -93,7 +93,7 @@ def test_every_missing_event_is_named_in_one_line() -> None:
     ("no_such_module_xyz:W", "cannot import workload module"),
     ("examples.counter.workload:Nope", "no attribute"),
     ("examples.counter.app:server", "not a subclass of sandbox.workload.Workload"),
-    ("sandbox.workload:Workload", "sets no delivery_event"),
+    ("wscore.sandbox.workload:Workload", "sets no delivery_event"),
 ])
 def test_a_bad_workload_is_a_one_line_exit_2(target: str, needle: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wshelpers import RawClient, wait_for
 
-from actors.session import SessionActor
 from wscore import AuthResult, WsAuthenticator, WsContext, WsError, WsServer
+from wscore.actors.session import SessionActor
 from wscore.protocol.envelope import decode_envelope, encode_envelope
 
 LONE_SURROGATE = '"\\ud800"'

@@ -9,9 +9,9 @@ import pytest
 import websocket
 from wshelpers import RawClient, wait_for
 
-from actors.messages import Stats
-from actors.router import FindRoom
 from wscore import WsContext, WsServer
+from wscore.actors.messages import Stats
+from wscore.actors.router import FindRoom
 
 
 def app(server: WsServer) -> None:

@@ -16,8 +16,7 @@ import gevent
 import pytest
 import websocket
 
-import sandbox
-from wscore import AuthResult, ErrorCode, WsAuthenticator, WsError
+from wscore import AuthResult, ErrorCode, WsAuthenticator, WsError, sandbox
 from wscore.client import ConnectionClosed, SendBufferFull, SessionInfo, WsClient
 from wscore.errors import SessionLost, UsageError
 
