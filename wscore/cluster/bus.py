@@ -29,17 +29,19 @@ import gevent.event
 import redis
 
 from wscore.cluster.errors import ClusterError
-from wscore.cluster.writer import CONNECTION_ERRORS, RedisConnection, RedisWriter, open_connection
+from wscore.cluster.writer import (
+    CONNECTION_ERRORS,
+    RedisConnection,
+    RedisWriter,
+    open_connection,
+    text,
+)
 
 __all__ = ["NodeBus"]
 
 log = logging.getLogger("wscore.cluster.bus")
 
 _READER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ClusterError)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class NodeBus:
@@ -153,11 +155,11 @@ class NodeBus:
             unanswered_pings = 0
             if not isinstance(reply, list):
                 continue
-            kind = _text(reply[0]).lower()
+            kind = text(reply[0]).lower()
             if kind == "subscribe":
                 self._subscribed.set()
             elif kind == "message":
-                self._dispatch(_text(reply[1]), _text(reply[2]))
+                self._dispatch(text(reply[1]), text(reply[2]))
 
     def _dispatch(self, channel: str, payload: str) -> None:
         try:

@@ -45,6 +45,7 @@ from wscore.cluster.writer import (
     RedisConnection,
     RedisWriter,
     open_connection,
+    text,
     wait_result,
 )
 
@@ -88,10 +89,6 @@ class RoomGap:
     first_missing: int
     last_missing: int | None
     reason: str
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RoomPublisher:
@@ -140,7 +137,7 @@ class RoomPublisher:
             ),
             self.timeout,
         )
-        return int(reply[0]), _text(reply[1]), _entries(reply[2])
+        return int(reply[0]), text(reply[1]), _entries(reply[2])
 
     def current(self, room_id: str) -> int:
         """The room's current seq (0 if nothing was published)."""
@@ -150,8 +147,8 @@ class RoomPublisher:
 def _entries(raw: list[Any]) -> list[tuple[int, str]]:
     out = []
     for entry_id, fields in raw:
-        values = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
-        out.append((int(_text(entry_id).split("-", 1)[0]), _text(values["w"])))
+        values = {text(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
+        out.append((int(text(entry_id).split("-", 1)[0]), text(values["w"])))
     return out
 
 
@@ -317,11 +314,11 @@ class RoomSubscriber:
             unanswered_pings = 0  # whatever it read, the connection is alive
             if not isinstance(reply, list):
                 continue  # "+PONG" when nothing is subscribed
-            kind = _text(reply[0]).lower()
+            kind = text(reply[0]).lower()
             if kind == "message":
-                self._on_published(_text(reply[1]), _text(reply[2]))
+                self._on_published(text(reply[1]), text(reply[2]))
             elif kind == "subscribe":
-                self._on_subscribed(_text(reply[1]))
+                self._on_subscribed(text(reply[1]))
 
     def _on_subscribed(self, channel: str) -> None:
         room = self._rooms.get(channel)

@@ -45,7 +45,7 @@ from wscore.cluster.errors import (
     SessionMissing,
 )
 from wscore.cluster.generation import Generation
-from wscore.cluster.writer import RedisWriter, wait_result
+from wscore.cluster.writer import RedisWriter, text, wait_result
 from wscore.protocol.session import ResumeImpossible
 
 __all__ = ["AppendResult", "Claim", "LogLimits", "SessionLog", "SessionRecord"]
@@ -138,12 +138,8 @@ class SessionRecord:
     ttl_ms: int
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _pairs(flat: list[Any]) -> dict[str, int]:
-    return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _refusal_error(exc: redis.exceptions.ResponseError) -> Exception:
@@ -241,10 +237,10 @@ class SessionLog:
 
         def convert(r: list[Any]) -> Claim:
             return Claim(
-                session_id=session_id, epoch=int(r[0]), previous_owner=_text(r[1]),
+                session_id=session_id, epoch=int(r[0]), previous_owner=text(r[1]),
                 previous_lease_live=bool(r[2]), last_seq=int(r[3]), acked=int(r[4]),
                 dropped_through=int(r[5]), inbound=int(r[6]),
-                user_id=_text(r[8]) if int(r[7]) else None, data=json.loads(r[9]), rooms=_pairs(r[10]),
+                user_id=text(r[8]) if int(r[7]) else None, data=json.loads(r[9]), rooms=_pairs(r[10]),
             )
 
         raw = self.writer.submit_script(
@@ -272,7 +268,7 @@ class SessionLog:
         """End the session for good (SPEC §7): delete it, leave its rooms; returns the rooms left."""
         left: list[str] = self._wait(_mapped(
             self._run(scripts.END, session_id, epoch, self.prefix, session_id),
-            lambda r: sorted(_text(x) for x in r),
+            lambda r: sorted(text(x) for x in r),
         ))
         return left
 
@@ -324,8 +320,8 @@ class SessionLog:
 
         def convert(r: list[Any]) -> list[str]:
             if not int(r[0]):
-                raise ResumeImpossible(_text(r[1]))
-            return [_text(w) for w in r[1]]
+                raise ResumeImpossible(text(r[1]))
+            return [text(w) for w in r[1]]
 
         frames: list[str] = self._wait(_mapped(
             self._run(scripts.REPLAY, session_id, epoch, last_seq, self.limits.session_ttl_ms), convert
@@ -416,12 +412,12 @@ class SessionLog:
         flat, buffered, room_flat, ttl = (self._wait(f) for f in futures)
         if not flat:
             return None
-        m = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        m = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         return SessionRecord(
-            session_id=session_id, epoch=int(m["epoch"]), owner=_text(m["owner"]),
+            session_id=session_id, epoch=int(m["epoch"]), owner=text(m["owner"]),
             lease_until_ms=int(m["lease"]), last_seq=int(m["last"]), acked=int(m["acked"]),
             dropped_through=int(m["dropped"]), buffered=int(buffered), buffered_bytes=int(m["bytes"]),
-            inbound=int(m["inbound"]), user_id=_text(m["user"]) if "user" in m else None,
+            inbound=int(m["inbound"]), user_id=text(m["user"]) if "user" in m else None,
             data=json.loads(m["data"]), rooms=_pairs(room_flat), ttl_ms=int(ttl),
         )
 
@@ -430,7 +426,7 @@ class SessionLog:
 
     def _live(self, set_key: str) -> list[str]:
         """Members of ``set_key`` whose session still exists; the dead ones are removed lazily."""
-        ids = sorted(_text(x) for x in self._wait(self.writer.submit("SMEMBERS", set_key)))
+        ids = sorted(text(x) for x in self._wait(self.writer.submit("SMEMBERS", set_key)))
         alive = [self.writer.submit("EXISTS", self.keys(sid)[1]) for sid in ids]
         live: list[str] = []
         dead: list[str] = []

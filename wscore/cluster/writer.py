@@ -55,7 +55,7 @@ from redis.retry import Retry
 from wscore.cluster.errors import RedisUnavailable, WriterQueueFull
 from wscore.cluster.scripts import Script
 
-__all__ = ["RedisConnection", "RedisWriter", "open_connection", "wait_result"]
+__all__ = ["RedisConnection", "RedisWriter", "open_connection", "text", "wait_result"]
 
 log = logging.getLogger("wscore.cluster.writer")
 
@@ -420,6 +420,11 @@ class RedisWriter:
                 self.on_state(up)
             except Exception:
                 log.exception("on_state callback failed")
+
+
+def text(value: Any) -> str:
+    """A Redis reply as text (redis-py returns bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def wait_result(result: gevent.event.AsyncResult, timeout: float | None = None) -> Any:
