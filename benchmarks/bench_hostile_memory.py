@@ -35,9 +35,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.procs import free_port, rss_kib, wait_until_up
 
 _SERVER = """
 import sys
@@ -62,33 +64,12 @@ ZERO_MASK = b"\0\0\0\0"  # a zero mask leaves the payload as is (the server unma
 ATTACK_NAMES = ["fragments", "headers", "headers_under_cap", "slowloris", "unacked_replay", "rooms"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_dev_server(port: int, src: str) -> subprocess.Popen[bytes]:
     """A dev-config wscore server in its own process, running the code under ``src``."""
     env = {**os.environ, "PYTHONPATH": src}
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)], cwd=src, env=env)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("bench: the server did not come up")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    wait_until_up(proc, port)
+    return proc
 
 
 def upgrade(port: int, extra: bytes = b"") -> tuple[socket.socket, bytes, bytes]:

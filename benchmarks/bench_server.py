@@ -47,12 +47,9 @@ import gevent
 from wscore.protocol import frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchmarks.procs import free_port, rss_kib, wait_until_up
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
@@ -62,23 +59,8 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
         cmd = ["taskset", "-c", "0", *cmd]
         os.sched_setaffinity(0, {1})
     proc = subprocess.Popen(cmd, cwd=ROOT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return proc
-        except OSError:
-            gevent.sleep(0.05)
-    proc.kill()
-    raise SystemExit("bench: the server did not come up")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    wait_until_up(proc, port)
+    return proc
 
 
 def healthz(port: int) -> dict[str, Any]:

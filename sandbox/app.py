@@ -109,6 +109,30 @@ def fit_profile_params(profile: str, app: AppConfig, *, duration: float,
     return params
 
 
+def wait_until_healthy(proc: subprocess.Popen[bytes], port: int, *, timeout: float, name: str) -> int | None:
+    """Poll ``proc``'s ``GET /healthz`` on 127.0.0.1:``port`` until it answers 200 (``None``).
+
+    Returns ``proc``'s exit code if it exits first; :class:`ScenarioError` naming
+    ``name`` if neither happens within ``timeout`` seconds. Pauses back off
+    (20 ms doubling to 250 ms): a process we do not control has no event to wait on.
+    """
+    url = f"http://127.0.0.1:{port}/healthz"
+    deadline = time.monotonic() + timeout
+    backoff = Backoff(base=0.02, cap=0.25)
+    while True:
+        code = proc.poll()
+        if code is not None:
+            return code
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return None
+        except (OSError, urllib.error.URLError):
+            pass
+        if not backoff.pause(deadline):
+            raise ScenarioError(f"{name} did not answer {url} within {timeout:g} s")
+
+
 def _subprocess_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     # The app is found like `wscore run` finds it: from the current directory.
@@ -161,23 +185,10 @@ class AppProcess:
         return ("127.0.0.1", self.port)
 
     def _wait_healthy(self, timeout: float) -> None:
-        url = f"http://127.0.0.1:{self.port}/healthz"
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(base=0.02, cap=0.25)
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise ScenarioError(f"the app exited with code {code} before answering /healthz: "
-                                    f"{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            # Polling a process we do not control: there is no event to wait on.
-            if not backoff.pause(deadline):
-                raise ScenarioError(f"the app did not answer {url} within {timeout:g} s")
+        code = wait_until_healthy(self.proc, self.port, timeout=timeout, name="the app")
+        if code is not None:
+            raise ScenarioError(f"the app exited with code {code} before answering /healthz: "
+                                f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 3) -> str:
         try:

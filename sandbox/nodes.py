@@ -33,18 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import IO
 
 import gevent
 import gevent.event
 
-from wscore.sandbox.app import ScenarioError, _subprocess_env
+from wscore.sandbox.app import ScenarioError, _subprocess_env, wait_until_healthy
 from wscore.sandbox.fault_proxy import FaultProxy
 from wscore.sandbox.faults import Trigger
-from wscore.sandbox.retry import Backoff
 
 __all__ = ["DEFAULT_MAX_RESTARTS", "NODE_PROFILES", "NodeCluster", "NodeProcess", "NodeRestarts",
            "check_nodes_args"]
@@ -112,24 +109,11 @@ class NodeProcess:
         if self.redis_url:
             cmd += ["--redis", self.redis_url]
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=self._env)
-        url = f"http://127.0.0.1:{self.port}/healthz"
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(base=0.02, cap=0.25)
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                self.exits.append(code)
-                raise ScenarioError(f"node {self.index} ({self.target} on port {self.port}) exited "
-                                    f"with code {code} before answering /healthz")
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            # Polling a process we do not control: there is no event to wait on.
-            if not backoff.pause(deadline):
-                raise ScenarioError(f"node {self.index} did not answer {url} within {timeout:g} s")
+        code = wait_until_healthy(self.proc, self.port, timeout=timeout, name=f"node {self.index}")
+        if code is not None:
+            self.exits.append(code)
+            raise ScenarioError(f"node {self.index} ({self.target} on port {self.port}) exited "
+                                f"with code {code} before answering /healthz")
 
     def kill(self, sig: int, timeout: float = 30.0) -> int:
         """Send ``sig``, wait for the exit (SIGKILL after ``timeout``); return the exit status."""

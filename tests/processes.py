@@ -5,16 +5,22 @@ Importable from any test as ``processes`` (``tests/`` is on the path via the roo
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Sequence
 
 import gevent
 
-__all__ = ["ROOT", "LoggedProcess", "alive"]
+__all__ = ["ROOT", "LoggedProcess", "alive", "run_under_a_terminal"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,3 +85,39 @@ class LoggedProcess:
                 self.signal(signal.SIGKILL)
                 self.proc.wait()
         self._reader.join(timeout=5)
+
+
+def run_under_a_terminal(argv: list[str], timeout: float = 100.0, *,
+                         stderr_too: bool = True) -> tuple[int, str]:
+    """Run ``argv`` (in ROOT) with stdout on a pseudo-terminal of 160 columns; (exit code, all it wrote).
+
+    ``stderr_too``: stderr goes to the terminal too, else to /dev/null. The child is killed
+    if it has not ended after ``timeout`` seconds.
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=subprocess.STDOUT if stderr_too else subprocess.DEVNULL,
+                            env={**os.environ, "TERM": "xterm"})
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)  # wakes on output or each second
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")

@@ -31,6 +31,7 @@ LAYER_OF = {
     "wscore.behaviours": VALUES,
     "wscore.jwt": VALUES,
     "wscore.transport": TRANSPORT,
+    "wscore.http_reader": TRANSPORT,
     "wscore.outbox": TRANSPORT,
     "wscore.static": TRANSPORT,
     "wscore.cluster": TRANSPORT,

@@ -104,6 +104,10 @@ class WsServerConfig:
     #: Rooms one session may be in at once; a join beyond it fails with 1010.
     max_rooms_per_session: int = attrs.field(default=1000, validator=_positive)
     max_message_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    #: The largest plain HTTP request body (forms, uploads) wscore's listener reads for a
+    #: :meth:`~wscore.WsServer.mount`-ed app; larger ones get 413 before the app runs.
+    #: Without a mounted app every body is refused (413). WebSocket upgrades take none.
+    max_http_body_bytes: int = attrs.field(default=10 << 20, validator=_positive)
     #: Frames queued to one connection before it is cut as a slow consumer, if its socket
     #: is backed up too (its session keeps the replay buffer). The reader stops reading
     #: a client while half of it is queued (backpressure, SPEC §3 "Backpressure").

@@ -34,7 +34,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
 import gevent
@@ -222,6 +222,7 @@ class WsServer:
             max_connections=cfg.max_connections, control_rate=cfg.rate_limit,
             control_burst=cfg.rate_burst, control_abuse_close_after=cfg.rate_abuse_close_after,
             listener=listener,
+            max_body_bytes=cfg.max_http_body_bytes if self._mounted is not None else 0,
         )
         try:
             self._transport.start()
@@ -418,7 +419,7 @@ class WsServer:
         if self._heartbeat is not None:
             self._heartbeat.kill(block=False)
         if transport is not None:
-            transport._server.close()  # stop accepting; live connections carry on
+            transport.stop_accepting()  # live connections carry on; idle keep-alive ones close
         cluster = self._cluster
         # With Redis the sessions stay (in Redis): 1012 says "reconnect now, anywhere".
         code = CLOSE_GOING_AWAY if cluster is None else CLOSE_SERVICE_RESTART
@@ -502,12 +503,16 @@ class WsServer:
     def mount(self, app: static.WsgiApp) -> None:
         """Serve ``app`` (plain WSGI) on every HTTP path except the WebSocket path,
         ``/healthz`` and ``/wscore.js`` — e.g. the pages that use the browser client.
-        Mounting again replaces it."""
+        Mounting again replaces it. On wscore's own listener the app's requests may
+        carry bodies (up to ``max_http_body_bytes``) and share keep-alive
+        connections, and its response is streamed as it yields it."""
         if not callable(app):
             raise UsageError("mount() expects a WSGI application")
         self._mounted = app
+        if self._transport is not None:
+            self._transport.max_body_bytes = self.config.max_http_body_bytes
 
-    def _http(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def _http(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers = list(self.config.cors_headers)
         refusal = environ.get("wscore.refusal")
         path = environ.get("PATH_INFO", "")
@@ -515,7 +520,8 @@ class WsServer:
         if refusal is None and path == static.CLIENT_PATH:
             return static.serve_client(environ, start_response, headers)
         if refusal is None and self._mounted is not None and path not in (self.config.path, "/healthz"):
-            return static.call_wsgi(self._mounted, environ, start_response)
+            # Passed through as it is: the host streams it and calls its close() (PEP 3333).
+            return self._mounted(environ, start_response)
         if refusal is not None:
             status, message = refusal
             body: Any = {"error": message}

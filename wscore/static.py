@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
-__all__ = ["CLIENT_PATH", "WsgiApp", "call_wsgi", "client_bytes", "client_etag", "client_url", "serve_client"]
+__all__ = ["CLIENT_PATH", "WsgiApp", "client_bytes", "client_etag", "client_url", "serve_client"]
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -77,14 +77,3 @@ def serve_client(environ: dict[str, Any], start_response: Callable[..., Any],
     out += [("Content-Type", "text/javascript; charset=utf-8"), ("Content-Length", str(len(body)))]
     start_response("200 OK", out)
     return [body] if method == "GET" else []
-
-
-def call_wsgi(app: WsgiApp, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """Run a mounted WSGI ``app`` and collect its body (PEP 3333: ``close()`` is always called)."""
-    result = app(environ, start_response)
-    try:
-        return list(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()

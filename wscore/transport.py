@@ -30,7 +30,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +40,7 @@ from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
 from wscore.errors import ConnectionClosed
+from wscore.http_reader import BodyStalled, ConnectionReader, HeadAbandoned, HeadTimedOut, HeadTooLarge
 from wscore.protocol import frames
 from wscore.protocol.codes import ErrorCode
 from wscore.protocol.session import TokenBucket
@@ -59,7 +60,7 @@ _CLOSE_HANDSHAKE_TIMEOUT = 2.0
 #: Decides, before the upgrade, whether a WebSocket request may proceed:
 #: ``None`` lets it through, ``(status_line, message)`` refuses it with that HTTP status.
 Gate = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
-HttpApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
+HttpApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class WsTransport:
@@ -95,7 +96,7 @@ class WsTransport:
         # first, without waiting, then read the socket directly.
         sock.settimeout(0.0)
         try:
-            self._leftover: bytes = rfile.read1(_READ_CHUNK) or b""
+            self._leftover: bytes = rfile.read1(-1) or b""
         except OSError:
             self._leftover = b""
         finally:
@@ -340,14 +341,15 @@ MAX_REQUEST_LINE = 8 * 1024
 #: Most header fields in one request: HTTP 431 above.
 MAX_HEADER_FIELDS = 100
 #: Bytes asked of one recv while the request head arrives (bounds what is read past it).
-_HEAD_CHUNK = 16 * 1024
 #: After a refusal: how long, and how many bytes, we read and drop before closing.
 _LINGER_SECONDS = 1.0
+#: Seconds one write of an HTTP response may wait (a chunk a mounted app yields):
+#: a client that reads nothing for that long is dropped.
+_WRITE_TIMEOUT = 60.0
 _LINGER_BYTES = 1 << 20
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
@@ -451,7 +453,10 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
     trickles in, its size is bounded (414 / 431), and every malformed or
     refused request gets a 4xx with a JSON body and one log line at DEBUG —
     never a traceback, never the request line or query (they carry tokens and
-    session ids). One request per connection: every response closes it.
+    session ids). Plain requests keep the connection alive (HTTP/1.1 unless
+    ``Connection: close``) and may carry a body when an app is mounted
+    (:class:`wscore.http_reader.ConnectionReader` bounds its time, ``_body_framing``
+    its framing and size); an upgrade or a refusal ends the connection.
     """
 
     SUPPORTED_VERSIONS = ("13",)
@@ -462,29 +467,117 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
     wscore_pending = False
     #: The connection is counted in ``_Server.upgraded``.
     wscore_upgraded = False
+    #: The connection's bytes (heads and bodies are read through it), made on the first request.
+    wscore_reader: ConnectionReader | None = None
+    #: Requests read on this connection so far (keep-alive).
+    wscore_requests = 0
+    #: The current request's body is ``Transfer-Encoding: chunked``.
+    wscore_chunked = False
 
     # -- reading the request -------------------------------------------------------------
     def handle_one_request(self) -> Any:
+        """Read, check and answer one request; ``True`` when the connection carries another.
+
+        pywsgi's ``handle()`` loops on it (keep-alive). The first head is due
+        ``handshake_timeout`` after the accept, each later one as long after the
+        previous response; an upgrade, a refusal or ``Connection: close`` ends
+        the connection.
+        """
+        server = self.server
+        reader = self.wscore_reader
+        if reader is None:
+            # pywsgi's buffered makefile is never read: every byte goes through the reader.
+            self.rfile.close()
+            reader = self.wscore_reader = ConnectionReader(self.socket, write_timeout=_WRITE_TIMEOUT)
+        if self.wscore_requests and server.wscore_stopping:
+            return None
+        idle = self.wscore_requests > 0
+        if idle:
+            server.idle.add(self)  # an idle keep-alive connection: stop() closes it
         try:
-            head, rest = self._read_head()
+            head = reader.read_head(deadline=self.wscore_deadline, max_line=MAX_REQUEST_LINE,
+                                    max_header_bytes=MAX_HEADER_BYTES)
+            if idle:
+                server.idle.discard(self)
+                idle = False
             self._parse_head(head)
             # This frame lives as long as the connection: keep nothing big in it.
             del head
+        except HeadTooLarge as exc:
+            self._refuse(_Refusal(exc.status, exc.message))
+            return None
+        except HeadTimedOut:
+            self._refuse(_Refusal("408 Request Timeout", "the request did not arrive in time"))
+            return None
         except _Refusal as refusal:
             self._refuse(refusal)
             return None
-        except _HeadAbandoned:
+        except HeadAbandoned:
             return None
-        # What arrived after the head (frames a client sent before the 101) stays
-        # readable for the WebSocket side; the request has no body (refused above).
-        self.rfile.close()
-        self.rfile = io.BytesIO(rest)
-        del rest
-        self.socket.settimeout(self.server.wscore_handshake_timeout)  # bounds writing the response
+        finally:
+            if idle:
+                server.idle.discard(self)
+        self.wscore_requests += 1
+        upgrade = is_upgrade({"HTTP_UPGRADE": self.headers.get("Upgrade", "")})
+        if upgrade:
+            # What arrived after the head (frames a client sent before the 101) stays
+            # readable for the WebSocket side; the request has no body (refused above).
+            self.rfile = io.BytesIO(reader.take_buffered())
+            self.close_connection = True
+        else:
+            self.rfile = reader
+        self.socket.settimeout(_WRITE_TIMEOUT)
         self.environ = self.get_environ()
-        self.application = self.server.application
-        self.handle_one_response()
-        return None
+        if self.wscore_chunked and not self._read_chunked_body():
+            return None
+        reader.start_body(grace=server.wscore_handshake_timeout)
+        self.application = server.application
+        try:
+            self.handle_one_response()
+        finally:
+            reader.end_body()
+        if self.close_connection or reader.closed or self.socket is None or server.wscore_stopping:
+            return None
+        self.wscore_deadline = time.monotonic() + server.wscore_handshake_timeout
+        return True
+
+    def _read_chunked_body(self) -> bool:
+        """Read a chunked body whole, at most ``max_http_body_bytes``, before the app runs.
+
+        The app then sees a plain body with a ``CONTENT_LENGTH`` (so a body over
+        the bound is refused 413 before any of the app's code runs, which a
+        streamed chunked body could not be). False: refused (answered, closing).
+        """
+        limit = self.server.wscore_max_body
+        reader = self.wscore_reader
+        assert reader is not None
+        reader.start_body(grace=self.server.wscore_handshake_timeout)
+        parts: list[bytes] = []
+        size = 0
+        try:
+            body_input: Any = self.environ["wsgi.input"]
+            while chunk := body_input.read(65536):
+                size += len(chunk)
+                if size > limit:
+                    self._refuse(_Refusal("413 Content Too Large", "request body too large"))
+                    return False
+                parts.append(chunk)
+        except BodyStalled:
+            self._refuse(_Refusal("408 Request Timeout", "the request body did not arrive in time"))
+            return False
+        except (ValueError, OSError):  # pywsgi's _InvalidClientInput is an IOError
+            self._refuse(_Refusal("400 Bad Request", "malformed chunked body"))
+            return False
+        finally:
+            reader.end_body()
+        body = b"".join(parts)
+        del parts
+        environ = self.environ
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["CONTENT_LENGTH"] = str(size)
+        self.content_length = size
+        self.wsgi_input = environ["wsgi.input"] = pywsgi.Input(io.BytesIO(body), size)
+        return True
 
     def _refuse(self, refusal: _Refusal) -> None:
         """Answer ``refusal`` and end the connection gracefully."""
@@ -510,47 +603,6 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         except OSError:
             pass
 
-    def _read_head(self) -> tuple[bytes, bytes]:
-        """The request head (without its blank line) and the bytes read past it.
-
-        Raises :class:`_Refusal` (408, 414, 431) or :class:`_HeadAbandoned`.
-        """
-        sock = self.socket
-        deadline = self.wscore_deadline
-        buf = bytearray()
-        line_end = -1
-        scanned = 0
-        while True:
-            found = _HEAD_END.search(buf, max(scanned - 3, 0))
-            if line_end < 0:
-                line_end = buf.find(b"\n")
-                if (line_end < 0 and len(buf) > MAX_REQUEST_LINE) or line_end > MAX_REQUEST_LINE:
-                    raise _Refusal("414 URI Too Long", "request line too long")
-            if found is not None:
-                if found.start() - line_end > MAX_HEADER_BYTES:
-                    raise _Refusal("431 Request Header Fields Too Large", "request headers too large")
-                return bytes(buf[: found.start()]), bytes(buf[found.end() :])
-            if line_end >= 0 and len(buf) - line_end > MAX_HEADER_BYTES + 4:
-                raise _Refusal("431 Request Header Fields Too Large", "request headers too large")
-            scanned = len(buf)
-            # A deadline, not an idle timeout: every wait is bounded by the time left,
-            # and the clock is re-read after it (gevent timers may fire a little early).
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if buf.strip():
-                    raise _Refusal("408 Request Timeout", "the request did not arrive in time")
-                raise _HeadAbandoned("idle")
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(_HEAD_CHUNK)
-            except TimeoutError:  # socket.timeout: the loop re-reads the clock
-                continue
-            except OSError:
-                raise _HeadAbandoned("network error") from None
-            if not chunk:
-                raise _HeadAbandoned("peer closed")
-            buf += chunk
-
     def _parse_head(self, head: bytes) -> None:
         """Set the request attributes pywsgi's get_environ reads; raise :class:`_Refusal` if malformed."""
         lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
@@ -575,21 +627,58 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
                 # Also refuses obsolete line folding (RFC 9112 §5.2) and a space before the colon.
                 raise _Refusal("400 Bad Request", "malformed header line")
             headers[name] = value.strip(" \t")
-        if headers.get("Transfer-Encoding") or headers.get("Content-Length", "0").strip() != "0":
-            raise _Refusal("413 Content Too Large", "request bodies are not accepted")
+        length, chunked = self._body_framing(headers)
         self.command = method
         self.path = target
         self.request_version = f"HTTP/{major}.{minor}"
         # Only what the log may show: never the query (SPEC §3, secrets).
         self.requestline = f"{method} {target.split('?', 1)[0]} {self.request_version}"
         self.headers = headers
-        self.content_length = 0
-        self.close_connection = True
+        self.content_length = length
+        self.wscore_chunked = chunked
+        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        persistent = "close" not in tokens if minor == "1" else "keep-alive" in tokens
+        self.close_connection = not persistent
+
+    def _body_framing(self, headers: Any) -> tuple[int, bool]:
+        """(Content-Length, chunked) of a request, refused when unusable or not allowed.
+
+        A body is allowed only on a plain request (never an upgrade) to a server
+        that mounted an app (``wscore_max_body`` > 0), up to that many bytes.
+        Both framings at once, several lengths, or a coding other than
+        ``chunked`` are refused (request smuggling guard, RFC 9112 §6.3).
+        """
+        codings = headers.get_all("Transfer-Encoding") or []
+        lengths = {v.strip() for v in headers.get_all("Content-Length") or []}
+        chunked = False
+        length = 0
+        if codings:
+            if lengths:
+                raise _Refusal("400 Bad Request", "both Content-Length and Transfer-Encoding")
+            if [c.strip().lower() for c in ",".join(codings).split(",")] != ["chunked"]:
+                raise _Refusal("501 Not Implemented", "only Transfer-Encoding: chunked is supported")
+            chunked = True
+        elif lengths:
+            value = lengths.pop()
+            if lengths or not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise _Refusal("400 Bad Request", "malformed Content-Length")
+            length = int(value)
+        if not chunked and length == 0:
+            return 0, False
+        upgrade = "websocket" in {t.strip().lower() for t in headers.get("Upgrade", "").split(",")}
+        limit = self.server.wscore_max_body
+        if upgrade or limit <= 0:
+            raise _Refusal("413 Content Too Large", "request bodies are not accepted")
+        if length > limit:
+            raise _Refusal("413 Content Too Large", "request body too large")
+        return length, chunked
 
     def start_response(self, status: Any, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        # One request per connection: say so, so that a keep-alive client does not
-        # take the close that follows for an error.
-        if not str(status).startswith("101") and not any(k.lower() == "connection" for k, _ in headers):
+        # A connection that ends after this response says so, so that a keep-alive
+        # client does not take the close that follows for an error.
+        if (self.close_connection or self.server.wscore_stopping) and not str(status).startswith("101") \
+                and not any(k.lower() == "connection" for k, _ in headers):
             headers = [*headers, ("Connection", "close")]
         return super().start_response(status, headers, exc_info)
 
@@ -608,6 +697,7 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
                       refusal.status, refusal.message)
             environ["wscore.refusal"] = (refusal.status, refusal.message)
             environ["wscore.refusal_headers"] = list(refusal.headers)
+            self.close_connection = True
             return pywsgi.WSGIHandler.run_application(self)
         # Every check gevent-websocket makes now passes: it writes the 101.
         return super().run_application()
@@ -632,6 +722,23 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         # pywsgi's messages quote the raw request: log only that something happened.
         log.debug("HTTP error on a request from %s", self._peer_host())
 
+    def handle_error(self, t: Any, v: Any, tb: Any) -> None:
+        if not isinstance(v, BodyStalled):
+            super().handle_error(t, v, tb)
+            return
+        # The client's fault: no traceback, and 408 if nothing was answered yet.
+        log.debug("request body from %s fell behind the minimum rate", self._peer_host())
+        self.close_connection = True
+        if not self.response_length and not self.headers_sent:
+            body = json.dumps({"error": "the request body did not arrive in time"}).encode()
+            try:
+                self.start_response("408 Request Timeout", [
+                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    ("Connection", "close")])
+                self.write(body)
+            except OSError:
+                pass
+
     def _handle_client_error(self, ex: BaseException) -> Any:
         log.debug("invalid request from %s: %s", self._peer_host(), type(ex).__name__)
         return ("400", _response("400 Bad Request", "invalid request"))
@@ -644,10 +751,6 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
             log.error("HTTP request %s %s failed", self.command or "-", path, exc_info=(t, v, tb))
 
 
-class _HeadAbandoned(Exception):
-    """The peer left (or sent nothing) before its request head was complete: close silently."""
-
-
 class _Server(pywsgi.WSGIServer):  # type: ignore[misc]
     handler_class = _Handler
     wscore_gate: Gate
@@ -657,6 +760,15 @@ class _Server(pywsgi.WSGIServer):  # type: ignore[misc]
     pending = 0
     #: Connections upgraded to WebSockets and not yet ended.
     upgraded = 0
+    #: Largest request body accepted (0: none, e.g. no app mounted).
+    wscore_max_body = 0
+    #: stop_accepting() was called: answer what is being read, then close.
+    wscore_stopping = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Keep-alive connections waiting for their next request head.
+        self.idle: set[_Handler] = set()
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         # Sockets before the upgrade count against max_connections too: a flood of
@@ -701,17 +813,26 @@ class TransportServer:
     ``environ['wscore.refusal'] = (status, message)`` set (and
     ``environ['wscore.refusal_headers']``, a list of extra response headers).
 
-    Hostile-input guards (SPEC §4, docs/protocol.md "Handshake limits"): the
+    Hostile-input guards (SPEC §4, docs/spec.md "Handshake limits"): the
     request head must be complete ``handshake_timeout`` seconds after the
-    accept (a deadline: 408), is at most :data:`MAX_REQUEST_LINE` (414) plus
-    :data:`MAX_HEADER_BYTES` (431) and has no body (413); a connection accepted
-    while ``max_connections`` sockets (upgraded or not) are open gets 503 at
-    once. ``control_rate``/``control_burst``/``control_abuse_close_after``
-    bound RFC 6455 pings and pongs per connection (see :class:`WsTransport`).
+    accept, or after the previous response on a keep-alive connection (a
+    deadline: 408), is at most :data:`MAX_REQUEST_LINE` (414) plus
+    :data:`MAX_HEADER_BYTES` (431); an upgrade has no body (413), a plain
+    request at most ``max_body_bytes`` (413; 0 refuses every body, the default:
+    set it when ``http_app`` serves an app that reads bodies) arriving at
+    :data:`wscore.http_reader.MIN_BODY_RATE` (408); a connection accepted
+    while ``max_connections`` sockets (upgraded, in a request or idle between
+    keep-alive requests) are open gets 503 at once.
+    ``control_rate``/``control_burst``/``control_abuse_close_after`` bound RFC
+    6455 pings and pongs per connection (see :class:`WsTransport`).
 
     ``listener``, when given, is an already bound and listening socket served
     instead of binding ``(host, port)`` (several processes accepting on one
     port, see :mod:`wscore.workers`); :meth:`stop` closes it.
+
+    :meth:`stop_accepting` closes the listener and the keep-alive connections
+    waiting for a request; a request being answered finishes, then its
+    connection closes.
     """
 
     def __init__(
@@ -730,6 +851,7 @@ class TransportServer:
         control_burst: float = 1.0,
         control_abuse_close_after: int = 0,
         listener: socket.socket | None = None,
+        max_body_bytes: int = 0,
     ) -> None:
         self._path = path
         self._http_app = http_app
@@ -747,6 +869,7 @@ class TransportServer:
         self._server.wscore_gate = gate
         self._server.wscore_handshake_timeout = handshake_timeout
         self._server.wscore_max_connections = max_connections
+        self._server.wscore_max_body = max_body_bytes
 
     @property
     def address(self) -> tuple[str, int]:
@@ -758,13 +881,35 @@ class TransportServer:
         """Accepted connections not (or not yet) upgraded: their request is read or answered."""
         return int(self._server.pending)
 
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest plain request body accepted (0: none); may be changed while serving."""
+        return int(self._server.wscore_max_body)
+
+    @max_body_bytes.setter
+    def max_body_bytes(self, value: int) -> None:
+        self._server.wscore_max_body = value
+
     def start(self) -> None:
         self._server.start()
+
+    def stop_accepting(self) -> None:
+        """Close the listener and every idle keep-alive connection (see the class docstring)."""
+        server = self._server
+        server.wscore_stopping = True
+        server.close()
+        for handler in list(server.idle):
+            sock = handler.socket
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # its pending read ends: the handler returns
+                except OSError:
+                    pass
 
     def stop(self, timeout: float | None = None) -> None:
         self._server.stop(timeout=timeout)
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
         if ws is None or environ.get("PATH_INFO") != self._path:
             if ws is not None:

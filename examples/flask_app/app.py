@@ -7,8 +7,8 @@
 Either way, on the one port: ``/`` (a Flask page that loads ``/wscore.js`` and
 chats in a room), ``GET /api/status`` and ``POST /api/echo`` (Flask, JSON) are
 Flask's; the WebSocket path ``/ws``, ``/healthz`` and ``/wscore.js`` are wscore's.
-wscore's own listener accepts no request bodies (``POST /api/echo`` gets 413
-there): serve an app that takes forms or uploads under gunicorn. Flask is a dev
+Request bodies (``POST /api/echo``, forms, uploads up to ``max_http_body_bytes``)
+and keep-alive work under ``wscore run`` and under gunicorn alike. Flask is a dev
 dependency of wscore, not a dependency: install it for your own app.
 """
 
@@ -70,7 +70,7 @@ def status() -> Any:
 
 @flask_app.post("/api/echo")
 def echo() -> Any:
-    # A request with a body: gunicorn serves it; wscore's own listener refuses bodies (413).
+    # A request with a body: read by wscore's listener (or gunicorn) for Flask.
     return jsonify(echo=request.get_json(force=True))
 
 

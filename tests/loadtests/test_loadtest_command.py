@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
-import pty
 import re
-import select
 import socket
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
+from processes import run_under_a_terminal
 
 from wscore.loadtests.cli import parse_duration
 
@@ -94,34 +88,11 @@ def test_durations() -> None:
 
 
 def test_on_a_terminal_the_load_test_shows_a_live_progress_line() -> None:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    proc = subprocess.Popen([*WSCORE, "chat", "-u", "3", "-r", "3", "-t", "3", "--app", FAST_APP,
-                             "--", "--message-interval", "0.2", "--rooms", "1"],
-                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"})
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)  # wakes on output or each second
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    code, raw = run_under_a_terminal([*WSCORE, "chat", "-u", "3", "-r", "3", "-t", "3", "--app", FAST_APP,
+                                      "--", "--message-interval", "0.2", "--rooms", "1"],
+                                     timeout=90, stderr_too=False)
+    assert code == 0, raw[-3000:]
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
     assert re.search(r"wscore loadtest · 3 users [\d.]+ s of 3 s \([\d.]+ s left\) · deliveries [\d,]+ · "
                      r"faults \d+ · resumes \d+ · losses so far 0", out), out[-3000:]
 

@@ -9,20 +9,14 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import pathlib
-import pty
 import re
-import select
 import shutil
-import struct
 import subprocess
 import sys
-import termios
-import time
 
 import pytest
+from processes import run_under_a_terminal
 
 from wscore.sandbox.progress import ProgressSnapshot, format_progress
 
@@ -43,36 +37,6 @@ def test_the_progress_line_names_what_a_watcher_needs() -> None:
                     "faults 56 · resumes 12 · losses so far 0")
     assert "sessions lost 2" in format_progress(ProgressSnapshot(
         title="t", phase="draining", elapsed=1, sessions_lost=2))
-
-
-def run_under_a_terminal(argv: list[str], timeout: float = 100.0) -> tuple[int, str]:
-    """Run ``argv`` with stdout on a pseudo-terminal (160 columns); (exit code, all it wrote)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=subprocess.STDOUT, env={**os.environ, "TERM": "xterm"})
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)  # wakes on output or each second
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return code, b"".join(chunks).decode("utf-8", "replace")
 
 
 def test_on_a_terminal_the_run_shows_a_live_progress_line() -> None:
