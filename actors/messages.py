@@ -258,7 +258,14 @@ class LeaveRoom:
 
 @attrs.frozen
 class RoomBroadcast:
-    """Deliver ``frame`` (encoded once) to every member but ``exclude``."""
+    """Deliver ``frame`` (encoded once) to every member but ``exclude``.
+
+    With Redis the room's actor on the *sending* node runs the behaviour's
+    ``on_message`` on it and publishes the result (see :mod:`actors.room`);
+    ``done`` (a ``gevent.event.AsyncResult`` or None) is resolved once it is
+    published (or dropped by the behaviour), failed if the publish failed: a
+    session gates its later socket writes on it as on a store write.
+    """
 
     room_id: str
     frame: EncodedFrame
@@ -266,6 +273,7 @@ class RoomBroadcast:
     payload: Any
     exclude: str | None = None
     sender: str | None = None
+    done: Any = None
 
 
 @attrs.frozen

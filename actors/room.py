@@ -1,4 +1,4 @@
-"""RoomActor: one per room. Owns the room's membership and fans broadcasts out.
+"""RoomActor: one per room and node. Owns the room's local membership and fans broadcasts out.
 
 Rules it keeps:
 
@@ -9,21 +9,40 @@ Rules it keeps:
   value to every member, and each session only splices in its own ``s``;
 * it never waits on another actor (behaviour hooks are user code: they must
   not wait on this room, e.g. through ``server.rooms.members`` of their own
-  room, or it would wait on itself); when its last member leaves it reports
-  :class:`RoomEmpty` with the number of routed messages it handled, and the
-  router stops it only if nothing was routed to it since (no lost joins);
-* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time;
-* with Redis the room's messages come from the node's subscriber
-  (:class:`RoomPublished`, in room-seq order) and go to this node's members
-  with their room seq; a gap the subscriber could not fill
-  (:class:`RoomGapped`) goes to every member, which ends its resumability.
-  Behaviour ``on_message`` hooks are not applied to them (docs/scaling.md).
+  room, or it would wait on itself); when it has no member left after a
+  routed message it reports :class:`RoomEmpty` with the number of routed
+  messages it handled, and the router stops it only if nothing was routed to
+  it since (no lost joins);
+* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time.
+
+With Redis (``publish``, the router's :attr:`ClusterLinks.publish
+<actors.store.ClusterLinks.publish>`), every node with a local member has its
+own actor (and its own behaviour instance) for the room:
+
+* the room's messages come from the node's subscriber (:class:`RoomPublished`,
+  in room-seq order) and go to this node's members with their room seq; a gap
+  the subscriber could not fill (:class:`RoomGapped`) goes to every member,
+  which ends its resumability. No hook runs on them: ``on_message`` ran
+  already, on the node that published;
+* a :class:`RoomBroadcast` reaches this actor only when the room has a
+  behaviour (the router publishes the others itself): ``on_message`` runs
+  here, on the sender's node, once per broadcast, and the message it returns
+  is published (its ``done`` resolved with the publish; a None return drops
+  it everywhere). So every member on every node gets the same message, in the
+  room's one order, encoded once. A node without a local member of the room
+  gets an actor for the broadcast only: it reports :class:`RoomEmpty` once
+  its queue is handled and the router stops it (its behaviour instance, and
+  so its state, last that long);
+* the behaviour's ``RoomHandle.broadcast`` is published as well (it reaches
+  every node's members, in room order, without ``on_message``);
+  ``RoomHandle.members``/``size`` are this node's members.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from wscore.actors._runtime import GeventActor, offer_quietly, tell_quietly
@@ -44,17 +63,49 @@ from wscore.actors.store import split_room_wire
 from wscore.behaviours import RoomHandle, RoomMessage
 from wscore.protocol.envelope import EncodedFrame, encode_envelope
 
-__all__ = ["RoomActor"]
+__all__ = ["RoomActor", "publish_room_message"]
 
 log = logging.getLogger("wscore.actors.room")
 
 
+def publish_room_message(publish: Callable[[str, str | None, str], Any], room_id: str,
+                         exclude: str | None, body: str, done: Any = None) -> None:
+    """Publish a room message through ``publish`` (``ClusterLinks.publish``) without waiting.
+
+    ``done`` (an ``AsyncResult`` or None) gets the publish's outcome; without
+    one, a failure is logged here (with one, the session that gates on it
+    reports it).
+    """
+    try:
+        future = publish(room_id, exclude, body)
+    except Exception as exc:  # the store refuses at once while Redis is down
+        if done is not None:
+            done.set_exception(exc)
+        else:
+            log.warning("room %s: message not published: %s", room_id, exc)
+        return
+
+    def report(result: Any) -> None:
+        if result.successful():
+            if done is not None:
+                done.set(result.value)
+        elif done is not None:
+            done.set_exception(result.exception)
+        else:
+            log.warning("room %s: message not published: %s", room_id, result.exception)
+
+    future.rawlink(report)
+
+
 class RoomActor(GeventActor):
-    def __init__(self, room_id: str, router: Any, behaviour: Any = None) -> None:
+    def __init__(self, room_id: str, router: Any, behaviour: Any = None, *,
+                 publish: Callable[[str, str | None, str], Any] | None = None) -> None:
         super().__init__()
         self.room_id = room_id
         self.router = router
         self.behaviour = behaviour
+        #: With Redis: ``ClusterLinks.publish`` (broadcasts are published, not delivered here).
+        self.publish = publish
         #: session id → (ref, offer) of the member session
         self.members: dict[str, tuple[Any, Any]] = {}
         self.handled = 0
@@ -66,13 +117,16 @@ class RoomActor(GeventActor):
         if isinstance(message, RoomPublished):
             self.handled += 1
             self._published(message)
+            self._report_if_empty()
         elif isinstance(message, RoomBroadcast):
             self.handled += 1
             self._broadcast(message)
+            self._report_if_empty()
         elif isinstance(message, RoomGapped):
             self.handled += 1
             for ref, _offer in list(self.members.values()):
                 tell_quietly(ref, message)
+            self._report_if_empty()
         elif isinstance(message, JoinRoom):
             self.handled += 1
             self._join(message)
@@ -102,6 +156,12 @@ class RoomActor(GeventActor):
             tell_quietly(member[0], LeftRoom(self.room_id))
             if self.behaviour is not None:
                 self._hook("on_leave", session_id)
+        self._report_if_empty()
+
+    def _report_if_empty(self) -> None:
+        # Also after a message that found nobody (an actor started for a broadcast
+        # on a node without members, or members that died meanwhile): without a
+        # report the router would keep the actor (and its subscription) forever.
         if not self.members:
             tell_quietly(self.router, RoomEmpty(self.room_id, self.handled))
 
@@ -126,7 +186,16 @@ class RoomActor(GeventActor):
         if self.behaviour is not None:
             frame = self._hook("on_message", msg)
             if frame is None:
+                if msg.done is not None:
+                    msg.done.set(None)  # dropped: nothing for the sender to wait for
                 return
+        if self.publish is not None:
+            # Redis: on_message ran here, on the sender's node, once; every node's
+            # members get what is published, in the room's order.
+            publish_room_message(self.publish, self.room_id, msg.exclude, frame.body, msg.done)
+            return
+        if msg.done is not None:
+            msg.done.set(None)
         deliver = Deliver(frame)
         exclude = msg.exclude
         dead: list[str] = []
@@ -161,8 +230,15 @@ class RoomActor(GeventActor):
             return arg.frame if name == "on_message" else None
 
     def deliver_from_behaviour(self, event: str, payload: Any) -> None:
-        """``RoomHandle.broadcast``: a frame from the behaviour itself, to every member."""
+        """``RoomHandle.broadcast``: a frame from the behaviour itself, to every member.
+
+        With Redis it is published (to every node's members, in room order); it
+        never goes through ``on_message``.
+        """
         frame = encode_envelope(event, payload, now_ms=int(time.time() * 1000))
+        if self.publish is not None:
+            publish_room_message(self.publish, self.room_id, None, frame.body)
+            return
         deliver = Deliver(frame)
         for _ref, offer in list(self.members.values()):
             offer_quietly(offer, deliver)

@@ -10,7 +10,11 @@ Redis (the room order is assigned there) and come back from the node's
 subscriber as :class:`RoomPublished`, for the local room actor; a room gets
 its subscription with its first local member; pushes for sessions this node
 does not hold are relayed to the other nodes; a session claimed by another
-node is dropped here on :class:`Handover` (close 4000), never ended.
+node is dropped here on :class:`Handover` (close 4000), never ended. A
+broadcast to a room with a behaviour goes to the room's actor instead, which
+runs ``on_message`` and publishes (:mod:`actors.room`); with no local member
+the router starts the room's actor for it (unsubscribed), and stops it on
+its :class:`RoomEmpty` as any other.
 
 Rules it keeps:
 
@@ -34,12 +38,12 @@ Who may wait on whom (the whole graph; arrows are asks)::
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+import pykka
 
 from wscore.actors._runtime import GeventActor, offer_quietly, tell_quietly
 from wscore.actors.messages import (
@@ -65,14 +69,12 @@ from wscore.actors.messages import (
     Stats,
     StopAll,
 )
-from wscore.actors.room import RoomActor
+from wscore.actors.room import RoomActor, publish_room_message
 from wscore.actors.session import SessionActor, SessionEnv
 from wscore.actors.store import ClusterLinks
 from wscore.protocol.codes import CLOSE_REPLACED
 
 __all__ = ["FindRoom", "RouterActor"]
-
-log = logging.getLogger("wscore.actors.router")
 
 
 @attrs.frozen
@@ -92,6 +94,10 @@ class _SessionEntry:
 @attrs.define
 class _RoomEntry:
     ref: Any
+    #: The room's actor runs a behaviour (with Redis: broadcasts go through it).
+    behaviour: bool = False
+    #: With Redis: this node receives the room's messages (it has, or had, a local member).
+    subscribed: bool = False
     routed: int = 0
 
 
@@ -123,13 +129,7 @@ class RouterActor(GeventActor):
                 entry.routed += 1
                 tell_quietly(entry.ref, message)
         elif isinstance(message, RoomBroadcast):
-            if self.links is not None:
-                self._publish(message)
-                return None
-            entry = self.rooms.get(message.room_id)
-            if entry is not None:
-                entry.routed += 1
-                tell_quietly(entry.ref, message)
+            self._room_broadcast(message)
         elif isinstance(message, SendToSessions):
             self._send_to_sessions(message)
         elif isinstance(message, JoinRoom):
@@ -162,7 +162,7 @@ class RouterActor(GeventActor):
             if entry is not None and entry.routed == message.handled:
                 del self.rooms[message.room_id]
                 entry.ref.stop(block=False)
-                if self.links is not None:
+                if self.links is not None and entry.subscribed:
                     self.links.unsubscribe(message.room_id)
         elif isinstance(message, FindRoom):
             entry = self.rooms.get(message.room_id)
@@ -214,20 +214,30 @@ class RouterActor(GeventActor):
         self._forget(session_id, entry.user_id)
         tell_quietly(entry.ref, DropSession(CLOSE_REPLACED, "session resumed on another node"))
 
-    def _publish(self, msg: RoomBroadcast) -> None:
-        assert self.links is not None
-        try:
-            future = self.links.publish(msg.room_id, msg.exclude, msg.frame.body)
-        except Exception as exc:  # the store refuses at once while Redis is down
-            log.warning("room %s: message not published: %s", msg.room_id, exc)
+    def _room_broadcast(self, msg: RoomBroadcast) -> None:
+        entry = self.rooms.get(msg.room_id)
+        links = self.links
+        if links is not None and (entry is None or not entry.behaviour):
+            behaviour = self._behaviour_for(msg.room_id) if entry is None else None
+            if behaviour is None:
+                # No behaviour: published from here; every node's room actor delivers it.
+                publish_room_message(links.publish, msg.room_id, msg.exclude, msg.frame.body,
+                                     msg.done)
+                return
+            # No local member, but the room has a behaviour: its on_message runs on
+            # the sender's node (this one), in the room's actor, so start one for the
+            # broadcast. It reports RoomEmpty once it handled it and is stopped then.
+            entry = self._start_room(msg.room_id, behaviour)
+        if entry is None:
+            if msg.done is not None:
+                msg.done.set(None)  # embedded, no member: nobody to deliver to
             return
-        room_id = msg.room_id
-
-        def report(done: Any) -> None:
-            if not done.successful():
-                log.warning("room %s: message not published: %s", room_id, done.exception)
-
-        future.rawlink(report)
+        entry.routed += 1
+        try:
+            entry.ref.tell(msg)
+        except pykka.ActorDeadError as exc:
+            if msg.done is not None:
+                msg.done.set_exception(exc)  # never leave the sender waiting
 
     def _claim(self, msg: ClaimSession) -> ClaimResult:
         entry = self.sessions.get(msg.session_id)
@@ -260,12 +270,19 @@ class RouterActor(GeventActor):
         msg = JoinRoom(msg.room_id, msg.session_id, cursor, session.ref, session.offer)
         entry = self.rooms.get(msg.room_id)
         if entry is None:
-            ref = RoomActor.start(msg.room_id, self.actor_ref, self._behaviour_for(msg.room_id))
-            entry = self.rooms[msg.room_id] = _RoomEntry(ref)
-            if self.links is not None:
-                self.links.subscribe(msg.room_id, cursor)
+            entry = self._start_room(msg.room_id, self._behaviour_for(msg.room_id))
+        if self.links is not None and not entry.subscribed:
+            # The first local member (the actor may exist already, started for a broadcast).
+            self.links.subscribe(msg.room_id, cursor)
+            entry.subscribed = True
         entry.routed += 1
         tell_quietly(entry.ref, msg)
+
+    def _start_room(self, room_id: str, behaviour: Any) -> _RoomEntry:
+        publish = self.links.publish if self.links is not None else None
+        ref = RoomActor.start(room_id, self.actor_ref, behaviour, publish=publish)
+        entry = self.rooms[room_id] = _RoomEntry(ref, behaviour=behaviour is not None)
+        return entry
 
     def _send_to_sessions(self, msg: SendToSessions) -> None:
         deliver = Deliver(msg.frame)

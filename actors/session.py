@@ -53,6 +53,8 @@ from typing import Any, Protocol
 
 import attrs
 import gevent
+import gevent.event
+import pykka
 
 from wscore.actors._runtime import GeventActor, tell_quietly
 from wscore.actors.messages import (
@@ -132,6 +134,10 @@ class SessionEnv:
         default=attrs.Factory(lambda self: SessionLimits.from_config(self.config), takes_self=True))
     #: Where sessions store what outlives the node (None: embedded, in memory only).
     store: SessionStore | None = None
+    #: Whether a room id has a behaviour (``server.rooms.set_behaviour``). With a
+    #: store, a broadcast to such a room goes through the router to the room's
+    #: actor (its ``on_message`` runs before the publish) instead of straight to the store.
+    room_has_behaviour: Callable[[str], bool] = lambda room_id: False
 
 
 @attrs.frozen
@@ -717,9 +723,20 @@ class SessionActor(GeventActor):
                     exclude: str | None) -> None:
         store = self.store
         if store is not None:
-            # Published from here, so the client's sys.ack waits for it too (gated).
-            if not self._gone:
+            # Gated like a frame, so the client's sys.ack waits for the publish too.
+            if self._gone:
+                return
+            if not self.env.room_has_behaviour(room_id):
                 self._gate(store.publish(room_id, room_wire(exclude, frame.body)))
+                return
+            # The room's actor runs on_message first, then publishes: ``done`` says when.
+            done = gevent.event.AsyncResult()
+            try:
+                self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude,
+                                                   self.view.id, done))
+            except pykka.ActorDeadError as exc:  # the node is stopping
+                done.set_exception(exc)
+            self._gate(done)
             return
         self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
 

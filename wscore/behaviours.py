@@ -5,7 +5,8 @@
   actor: its handlers run one at a time (across all sessions), so it may keep
   mutable state without locks.
 * :class:`WsRoomBehaviour` — hooks on join, leave and message, run by the
-  room's own actor, one at a time. One instance per room.
+  room's own actor, one at a time. One instance per room (with Redis: per
+  room and node, see :class:`WsRoomBehaviour`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ class RoomMessage:
 
 
 class RoomHandle:
-    """What a behaviour hook may do with its room (valid during the hook only)."""
+    """What a behaviour hook may do with its room (valid during the hook only).
+
+    With Redis (SPEC §6) ``members`` and ``size`` are **this node's** members
+    (the room actor's own, answered without a Redis round trip; the room's
+    members on every node are ``server.rooms.members``, which a hook must not
+    call for its own room), and ``broadcast`` reaches the members on every node.
+    """
 
     __slots__ = ("_actor", "room_id")
 
@@ -58,15 +65,24 @@ class RoomHandle:
 
     @property
     def members(self) -> list[str]:
-        """Session ids in the room (server-side only; never send them to clients)."""
+        """Session ids in the room on this node (server-side only; never send them to clients).
+
+        Embedded, that is every member; with Redis, the members this node holds.
+        """
         return list(self._actor.members)
 
     @property
     def size(self) -> int:
+        """``len(members)``: this node's member count (every member, embedded)."""
         return len(self._actor.members)
 
     def broadcast(self, event: str, payload: Any = None) -> None:
-        """Send an event to every member, bypassing ``on_message``."""
+        """Send an event to every member, bypassing ``on_message``.
+
+        With Redis it is published like any room message: members on every
+        node get it, in the room's one order (after what this room published
+        before it).
+        """
         self._actor.deliver_from_behaviour(event, payload)
 
 
@@ -75,6 +91,23 @@ class WsRoomBehaviour:
 
     Register with ``server.rooms.set_behaviour(factory, prefix="game:")``:
     each room whose id starts with ``prefix`` gets ``factory(room_id)``.
+
+    With Redis (SPEC §6, docs/scaling.md "Room behaviours across nodes"):
+
+    * **state is per node.** Each node runs its own instance of a room's
+      behaviour, in its own actor for the room, made when the room gets its
+      first local member (or a broadcast from this node, see below) and
+      dropped with the last. Room state that must be shared across nodes
+      belongs in Redis or the application's own store;
+    * ``on_join`` / ``on_leave`` run on the member's node;
+    * ``on_message`` runs **once per broadcast**, on the node where the
+      broadcast is made (the sending session's node, or the one calling
+      ``server.rooms.broadcast``), before the message is published; what it
+      returns is what every member on every node gets, in the room's one
+      order, and None drops it everywhere. A node without a local member
+      starts the room's actor (and a behaviour instance) for the broadcast
+      and stops it when its broadcasts are handled, so its state lasts only
+      that long there.
     """
 
     def on_join(self, room: RoomHandle, session_id: str) -> None:
@@ -88,5 +121,9 @@ class WsRoomBehaviour:
         """A session left the room (explicitly, or because it expired)."""
 
     def on_message(self, room: RoomHandle, message: RoomMessage) -> RoomMessage | None:
-        """A broadcast is about to be delivered: return it (or a replacement) or None to drop it."""
+        """A broadcast is about to be delivered: return it (or a replacement) or None to drop it.
+
+        A hook that raises is logged and the message goes out unchanged. With
+        Redis it runs on the broadcasting node only (see the class docstring).
+        """
         return message

@@ -84,7 +84,10 @@ class Rooms:
         return members
 
     def broadcast(self, room_id: str, event: str, payload: Any = None) -> None:
-        """Send ``event`` to every member of the room (encoded once for all)."""
+        """Send ``event`` to every member of the room (encoded once for all).
+
+        The room's behaviour's ``on_message`` sees it first (with Redis: on this node).
+        """
         frame = encode_envelope(event, payload, now_ms=_now_ms())
         self._server._router.tell(RoomBroadcast(_room_id(room_id), frame, event, payload))
 
@@ -92,9 +95,16 @@ class Rooms:
         """Rooms whose id starts with ``prefix`` get ``factory(room_id)`` as their behaviour.
 
         Applies to rooms created afterwards; the longest matching prefix wins.
+        With Redis every node makes its own instance for its room actor (state
+        is per node), and ``on_message`` runs once per broadcast, on the node
+        that broadcasts, before the message is published (docs/scaling.md).
         """
         self._behaviours.append((prefix, factory))
         self._behaviours.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def _has_behaviour(self, room_id: str) -> bool:
+        """Whether rooms named ``room_id`` get a behaviour (without making one)."""
+        return any(room_id.startswith(prefix) for prefix, _factory in self._behaviours)
 
     def _behaviour_for(self, room_id: str) -> Any:
         for prefix, factory in self._behaviours:

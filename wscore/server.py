@@ -460,7 +460,8 @@ class WsServer:
         return SessionEnv(config=self.config, handlers=self._handlers, router=router,
                           authenticate=(self._connections.run_authenticator if self.authenticator
                                         else None),
-                          store=self._cluster.store if self._cluster is not None else None)
+                          store=self._cluster.store if self._cluster is not None else None,
+                          room_has_behaviour=self.rooms._has_behaviour)
 
     # -- heartbeat ------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

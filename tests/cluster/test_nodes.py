@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,38 +19,7 @@ from wshelpers import RawClient, wait_for
 from wscore import WsServer, WsServerConfig
 from wscore.errors import ConfigError
 
-Node = Callable[..., WsServer]
-
-
-@pytest.fixture
-def make_node(redis_server: RedisServer) -> Iterator[Node]:
-    made: list[WsServer] = []
-
-    def make(**overrides: Any) -> WsServer:
-        cfg = WsServerConfig.dev(**{"host": "127.0.0.1", "port": 0, "redis_url": redis_server.url,
-                                    "session_ttl": 60.0, "shutdown_timeout": 2.0, **overrides})
-        server = build(cfg)
-        server.start()
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.stop()
-
-
-@pytest.fixture
-def raw() -> Iterator[Callable[..., RawClient]]:
-    made: list[RawClient] = []
-
-    def connect(url: str) -> RawClient:
-        client = RawClient(url)
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        client.close()
+Node = Callable[..., WsServer]  # the ``make_node`` fixture (conftest.py)
 
 
 def connected(client: RawClient) -> dict[str, Any]:

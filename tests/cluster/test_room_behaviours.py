@@ -1,0 +1,211 @@
+"""Room behaviours with Redis (SPEC §6, §8; docs/scaling.md "Room behaviours across nodes").
+
+Two in-process ``clusterapp`` nodes on one real redis-server, websocket-client
+peers on both. ``on_message`` runs once per broadcast, on the sender's node,
+before the publish; ``RoomHandle.broadcast`` is published to every node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent.event
+import pytest
+from redisproc import RedisServer
+from wshelpers import RawClient, wait_for
+
+from wscore import RoomHandle, RoomMessage, WsRoomBehaviour, WsServer
+
+Node = Callable[..., WsServer]
+
+
+@pytest.fixture
+def calls() -> list[dict[str, Any]]:
+    """Every ``on_message`` run on any node (the nodes share this process)."""
+    return []
+
+
+@pytest.fixture
+def hold() -> Iterator[tuple[gevent.event.Event, gevent.event.Event]]:
+    """(entered, release): a "hold" message keeps its room actor inside on_message."""
+    entered, release = gevent.event.Event(), gevent.event.Event()
+    yield entered, release
+    release.set()
+
+
+class Loud(WsRoomBehaviour):
+    """Uppercases ``payload["text"]``, drops "spam", greets each join with this node's name."""
+
+    def __init__(self, room_id: str, node: str, calls: list[dict[str, Any]],
+                 hold: tuple[gevent.event.Event, gevent.event.Event]) -> None:
+        self.node = node
+        self.calls = calls
+        self.entered, self.release = hold
+
+    def on_join(self, room: RoomHandle, session_id: str) -> None:
+        room.broadcast("welcome", {"node": self.node, "size": room.size})
+
+    def on_message(self, room: RoomHandle, message: RoomMessage) -> RoomMessage | None:
+        text = message.payload["text"]
+        self.calls.append({"node": self.node, "text": text, "sender": message.sender,
+                           "local": room.members})
+        if text == "spam":
+            return None
+        if text == "hold":
+            self.entered.set()
+            self.release.wait(10)
+        return RoomMessage(message.event, {**message.payload, "text": text.upper()}, message.sender)
+
+
+@pytest.fixture
+def nodes(make_node: Node, calls: list[dict[str, Any]],
+          hold: tuple[gevent.event.Event, gevent.event.Event]) -> tuple[WsServer, WsServer]:
+    a, b = make_node(), make_node()
+
+    def factory(name: str) -> Callable[[str], Loud]:
+        return lambda room_id: Loud(room_id, name, calls, hold)
+
+    a.rooms.set_behaviour(factory("a"), prefix="loud:")
+    b.rooms.set_behaviour(factory("b"), prefix="loud:")
+    return a, b
+
+
+class Peer:
+    """A websocket-client peer that keeps the frames a request read past (nothing is lost)."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.backlog: list[dict[str, Any]] = []
+        frame = client.recv()
+        assert frame["e"] == "sys.connected", frame
+        self.session_id: str = frame["p"]["sessionId"]
+
+    def request(self, event: str, payload: Any, c: str) -> Any:
+        reply = self.client.request(event, payload, c=c)
+        self.backlog.extend(self.client.skipped)
+        assert reply["e"] == "ack", reply
+        return reply["p"]
+
+    def join(self, room: str) -> None:
+        assert self.request("join", {"room": room}, c="join") is True
+
+    def say(self, room: str, text: str) -> None:
+        assert self.request("say", {"room": room, "text": text}, c=f"say-{text}") is True
+
+    def next(self, event: str) -> dict[str, Any]:
+        """The next frame named ``event`` (others skipped); every room frame is numbered."""
+        while True:
+            frame = self.backlog.pop(0) if self.backlog else self.client.recv()
+            if frame["e"] == event:
+                assert "s" in frame, frame
+                return frame
+
+    def said(self, count: int) -> list[str]:
+        return [self.next("said")["p"]["text"] for _ in range(count)]
+
+
+def test_a_rewrite_runs_once_on_the_senders_node_and_every_member_gets_it_in_one_order(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient],
+        calls: list[dict[str, Any]]) -> None:
+    a, b = nodes
+    peers = [Peer(raw(node.url + f"?token=u{n}")) for n, node in enumerate((a, b, a, b))]
+    for peer in peers:
+        peer.join("loud:1")
+    per_sender = 5
+    for i in range(per_sender):
+        for n, peer in enumerate(peers):
+            peer.client.send({"e": "say", "p": {"room": "loud:1", "text": f"m{n}-{i}"}})
+    orders = [peer.said(per_sender * len(peers)) for peer in peers]
+    assert all(order == orders[0] for order in orders)  # one room order, on both nodes
+    expected = sorted(f"M{n}-{i}" for i in range(per_sender) for n in range(len(peers)))
+    assert sorted(orders[0]) == expected  # every one rewritten, each once
+    # Once per broadcast (not once per node), on the node holding the sender.
+    assert len(calls) == per_sender * len(peers)
+    node_of = {peer.session_id: "ab"[n % 2] for n, peer in enumerate(peers)}
+    for call in calls:
+        assert call["node"] == node_of[call["sender"]]
+        # room.members: this node's two members, the sender among them.
+        assert call["sender"] in call["local"] and len(call["local"]) == 2
+
+
+def test_a_dropped_message_reaches_no_member_on_any_node(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient],
+        calls: list[dict[str, Any]]) -> None:
+    a, b = nodes
+    on_a, on_b = Peer(raw(a.url + "?token=ann")), Peer(raw(b.url + "?token=ben"))
+    on_a.join("loud:2")
+    on_b.join("loud:2")
+    # One at a time: a reply waits for its broadcast's publish (or drop), so this is the order.
+    for sender, text in ((on_a, "hi"), (on_a, "spam"), (on_b, "spam"), (on_a, "after"),
+                         (on_b, "fin")):
+        sender.say("loud:2", text)
+    assert on_a.said(3) == ["HI", "AFTER", "FIN"]
+    assert on_b.said(3) == ["HI", "AFTER", "FIN"]
+    assert [(c["node"], c["text"]) for c in calls] == [
+        ("a", "hi"), ("a", "spam"), ("b", "spam"), ("a", "after"), ("b", "fin")]
+
+
+def test_a_behaviours_own_broadcast_from_on_join_reaches_members_on_the_other_node(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient]) -> None:
+    a, b = nodes
+    on_b = Peer(raw(b.url + "?token=bea"))
+    on_b.join("loud:3")
+    assert on_b.next("welcome")["p"] == {"node": "b", "size": 1}
+    on_a = Peer(raw(a.url + "?token=abe"))
+    on_a.join("loud:3")  # on_join runs on node A, where the room has one member
+    assert on_b.next("welcome")["p"] == {"node": "a", "size": 1}
+    assert on_a.next("welcome")["p"] == {"node": "a", "size": 1}
+    # In room order with the room's other messages.
+    on_b.say("loud:3", "next")
+    assert on_a.said(1) == ["NEXT"] and on_b.said(1) == ["NEXT"]
+
+
+def test_a_broadcast_from_a_node_without_members_runs_the_behaviour_there(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient],
+        calls: list[dict[str, Any]]) -> None:
+    a, b = nodes
+    on_b = Peer(raw(b.url + "?token=cid"))
+    on_b.join("loud:4")
+    a.rooms.broadcast("loud:4", "said", {"text": "from a"})
+    a.rooms.broadcast("loud:4", "said", {"text": "spam"})
+    a.rooms.broadcast("loud:4", "said", {"text": "again"})
+    assert on_b.said(2) == ["FROM A", "AGAIN"]
+    assert [(c["node"], c["text"], c["local"]) for c in calls] == [
+        ("a", "from a", []), ("a", "spam", []), ("a", "again", [])]
+    # The room actor started for the broadcasts is stopped once they are handled.
+    wait_for(lambda: a.stats()["rooms"] == 0, what="node A's room actor stopped")
+
+
+def test_a_member_joining_while_a_broadcast_only_room_actor_runs_gets_the_room(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient],
+        hold: tuple[gevent.event.Event, gevent.event.Event]) -> None:
+    entered, release = hold
+    a, b = nodes
+    on_b = Peer(raw(b.url + "?token=dee"))
+    on_b.join("loud:5")
+    a.rooms.broadcast("loud:5", "said", {"text": "hold"})
+    assert entered.wait(5), "on_message never ran on node A"
+    on_a = Peer(raw(a.url + "?token=eve"))
+    on_a.join("loud:5")  # reaches the actor started for the broadcast: it must subscribe now
+    assert a.stats()["rooms"] == 1  # asked after the join, so answered after it was routed
+    release.set()
+    assert on_b.said(1) == ["HOLD"]
+    on_b.say("loud:5", "later")
+    assert on_a.said(2) == ["HOLD", "LATER"]
+    assert on_b.said(1) == ["LATER"]
+
+
+def test_a_reply_waits_for_its_broadcasts_publish_through_the_behaviour(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient],
+        redis_server: RedisServer, calls: list[dict[str, Any]]) -> None:
+    a, _b = nodes
+    # The room's record is not a hash: its publish fails (WRONGTYPE) after on_message ran.
+    redis_server.admin().set("wscore:r:loud:broken:m", "not a room")
+    peer = Peer(raw(a.url + "?token=fay"))
+    peer.client.send({"e": "say", "p": {"room": "loud:broken", "text": "lost"}, "c": "x"})
+    # Gated like a publish straight from the session: no ack for an unpublished message;
+    # the session is dropped from the node instead (SPEC §6: store before send).
+    with pytest.raises(ConnectionAbortedError, match="1012"):
+        peer.client.recv()
+    assert [c["text"] for c in calls] == ["lost"]
