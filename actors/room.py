@@ -45,6 +45,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pykka
+
 from wscore.actors._runtime import GeventActor, offer_quietly, tell_quietly
 from wscore.actors.messages import (
     Deliver,
@@ -97,6 +99,13 @@ def publish_room_message(publish: Callable[[str, str | None, str], Any], room_id
     future.rawlink(report)
 
 
+def _fail_waiter(message: Any, reason: str) -> None:
+    """Fail a queued or failed broadcast's ``done`` (if it has one and is still pending)."""
+    done = getattr(message, "done", None) if isinstance(message, RoomBroadcast) else None
+    if done is not None and not done.ready():
+        done.set_exception(pykka.ActorDeadError(reason))
+
+
 class RoomActor(GeventActor):
     def __init__(self, room_id: str, router: Any, behaviour: Any = None, *,
                  publish: Callable[[str, str | None, str], Any] | None = None) -> None:
@@ -120,7 +129,11 @@ class RoomActor(GeventActor):
             self._report_if_empty()
         elif isinstance(message, RoomBroadcast):
             self.handled += 1
-            self._broadcast(message)
+            try:
+                self._broadcast(message)
+            except BaseException:
+                _fail_waiter(message, f"room {self.room_id} failed")  # then the actor's failure
+                raise
             self._report_if_empty()
         elif isinstance(message, RoomGapped):
             self.handled += 1
@@ -157,6 +170,24 @@ class RoomActor(GeventActor):
             if self.behaviour is not None:
                 self._hook("on_leave", session_id)
         self._report_if_empty()
+
+    def on_stop(self) -> None:
+        self._fail_queued("stopped")
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._fail_queued("failed")
+
+    def _fail_queued(self, how: str) -> None:
+        # Stopped or crashed with broadcasts still queued: a session gating its
+        # writes on one's ``done`` must hear so, not wait forever.
+        inbox = self.actor_inbox
+        queued = []
+        while not inbox.empty():
+            envelope = inbox.get()
+            _fail_waiter(envelope.message, f"room {self.room_id} {how} before publishing it")
+            queued.append(envelope)
+        for envelope in queued:  # pykka's teardown still answers the asks among them
+            inbox.put(envelope)
 
     def _report_if_empty(self) -> None:
         # Also after a message that found nobody (an actor started for a broadcast

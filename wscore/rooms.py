@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ import pykka
 
 from wscore.actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
 from wscore.actors.router import FindRoom
+from wscore.behaviours import RoomHandle, RoomMessage, WsRoomBehaviour
 from wscore.context import WsSession
 from wscore.errors import UsageError, WsError
 from wscore.protocol.codes import ErrorCode
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["Rooms"]
 
 _ASK_TIMEOUT = 10.0
+
+log = logging.getLogger("wscore.rooms")
 
 
 class Rooms:
@@ -107,9 +111,28 @@ class Rooms:
         return any(room_id.startswith(prefix) for prefix, _factory in self._behaviours)
 
     def _behaviour_for(self, room_id: str) -> Any:
+        """The behaviour for a new room's actor (None: none), made by the router.
+
+        A factory that raises is the app's bug: it is logged and the room gets
+        :class:`_FailedBehaviour`, which drops every broadcast (fail closed: a
+        filter that could not be made must not let everything through). The
+        router and every other room carry on.
+        """
         for prefix, factory in self._behaviours:
             if room_id.startswith(prefix):
-                return factory(room_id)
+                try:
+                    return factory(room_id)
+                except Exception:
+                    log.exception("room behaviour factory for %r raised: the room drops its broadcasts",
+                                  room_id)
+                    return _FailedBehaviour()
+        return None
+
+
+class _FailedBehaviour(WsRoomBehaviour):
+    """Stands in for a behaviour whose factory raised: joins and leaves stand, messages are dropped."""
+
+    def on_message(self, room: RoomHandle, message: RoomMessage) -> RoomMessage | None:
         return None
 
 

@@ -156,3 +156,26 @@ def test_room_behaviour_hooks_run_in_the_room(make_server: Any, clients: Any) ->
     assert len(made[0].joined) == 2
     a.request("join", "plain", c="p")  # no behaviour outside the prefix
     assert len(made) == 1
+
+
+def test_a_behaviour_factory_that_raises_fails_closed_and_the_server_carries_on(
+        make_server: Any, clients: Any) -> None:
+    def broken(room_id: str) -> WsRoomBehaviour:
+        raise RuntimeError("factory bug")
+
+    def app(server: WsServer) -> None:
+        rooms_app(server)
+        server.rooms.set_behaviour(broken, prefix="bad:")
+
+    server = make_server(setup=app)
+    a, b = clients(server.url), clients(server.url)
+    a.recv(), b.recv()
+    for client in (a, b):
+        assert client.request("join", "bad:1")["p"] is True  # the join stands
+        assert client.request("join", "ok", c="j2")["p"] is True
+    a.send({"e": "say", "p": {"room": "bad:1", "text": "unfiltered"}})
+    a.send({"e": "say", "p": {"room": "ok", "text": "fine"}})
+    # The room whose filter could not be made drops its messages; the router and the
+    # other room carry on (the message after it arrives, the dropped one never does).
+    assert b.recv_until(lambda f: f["e"] == "said")["p"] == "fine"
+    assert server.rooms.members("bad:1") and server.stats()["rooms"] == 2
