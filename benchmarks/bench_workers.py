@@ -1,6 +1,6 @@
 """Throughput of ``wscore run --workers N`` (1 vs 2 …): prints figures, asserts nothing.
 
-    python benchmarks/bench_workers.py --workers 1 2 --clients 20 --duration 10 [--wsbench DIR]
+    python benchmarks/bench_workers.py --workers 1 2 --clients 20 --duration 10 --rounds 3 [--wsbench DIR]
 
 Starts its own redis-server (tests/cluster/redisproc.py) and, per N,
 ``wscore run benchmarks.bench_app:server --workers N --redis URL`` on a free
@@ -9,6 +9,12 @@ harness (shared/tools/wsbench) when ``--wsbench DIR`` is given, pinned to the
 last CPU with ``taskset``, else this process's gevent raw-socket clients. The
 workers are not pinned: on a small machine they share cores with the load
 generator, so read the figures with the core counts it prints.
+
+Each run prints one JSON line with the CPU each party used during it, in cores
+(CPU seconds / wall seconds): ``cores_generator`` (the load generator),
+``cores_server`` (the supervisor and its workers) and ``cores_redis``. Runs
+alternate (1, 2, 1, 2 …, ``--rounds`` times) so that the machine's drifting
+load hits both alike; the last line gives the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,6 +66,34 @@ def start_workers(n: int, redis_url: str) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (gone ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its children (the supervisor's workers)."""
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def run_wsbench(wsbench: str, clients: int, duration: float, warmup: float, port: int) -> dict[str, float]:
     cmd = ["node", os.path.join(wsbench, "wsbench.js"), "rpc", "-c", str(clients), "--duration",
            str(duration), "--warmup", str(warmup), "--url", f"ws://127.0.0.1:{port}/ws", "--quiet"]
@@ -74,26 +111,51 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--wsbench", default=None)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    rates: dict[int, list[float]] = {n: [] for n in args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp))
         redis.start()
         try:
-            for n in args.workers:
-                proc, port = start_workers(n, redis.url)
-                try:
-                    if args.wsbench:
-                        out = {"generator": "wsbench (1 core)",
-                               **run_wsbench(args.wsbench, args.clients, args.duration, args.warmup, port)}
-                    else:
-                        out = bench_echo_python(SimpleNamespace(
-                            clients=args.clients, duration=args.duration, warmup=args.warmup), port)
-                    print(json.dumps({"workers": n, "clients": args.clients, "cpus": os.cpu_count(), **out}))
-                finally:
-                    proc.terminate()
-                    proc.wait(60)
+            for _ in range(args.rounds):
+                for n in args.workers:
+                    out = run_once(args, n, redis)
+                    rates[n].append(out["rt_per_s"])
+                    print(json.dumps(out), flush=True)
         finally:
             redis.stop()
+    medians = {n: statistics.median(v) for n, v in rates.items()}
+    base = medians[args.workers[0]]
+    print(json.dumps({"summary": "median round trips/s", "cpus": os.cpu_count(), "rounds": args.rounds,
+                      **{f"workers_{n}": round(m) for n, m in medians.items()},
+                      **{f"ratio_{n}_vs_{args.workers[0]}": round(m / base, 2) for n, m in medians.items()}}))
+
+
+def run_once(args: argparse.Namespace, n: int, redis: RedisServer) -> dict[str, object]:
+    proc, port = start_workers(n, redis.url)
+    try:
+        server = family(proc.pid)
+        redis_pid = [redis.pid]
+        # wsbench is a child process (reaped by the run); the Python clients run in this one.
+        who = resource.RUSAGE_CHILDREN if args.wsbench else resource.RUSAGE_SELF
+        before = (time.monotonic(), cpu_seconds(server), cpu_seconds(redis_pid), resource.getrusage(who))
+        if args.wsbench:
+            result = run_wsbench(args.wsbench, args.clients, args.duration, args.warmup, port)
+            out: dict[str, object] = {"generator": "wsbench", **result}
+        else:
+            out = {"generator": "python", **bench_echo_python(SimpleNamespace(
+                clients=args.clients, duration=args.duration, warmup=args.warmup), port)}
+        wall = time.monotonic() - before[0]
+        after = resource.getrusage(who)
+        generator = after.ru_utime + after.ru_stime - before[3].ru_utime - before[3].ru_stime
+        return {"workers": n, "clients": args.clients, "cpus": os.cpu_count(), **out,
+                "cores_generator": round(generator / wall, 2),
+                "cores_server": round((cpu_seconds(server) - before[1]) / wall, 2),
+                "cores_redis": round((cpu_seconds(redis_pid) - before[2]) / wall, 2)}
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 if __name__ == "__main__":
