@@ -32,6 +32,8 @@ __all__ = [
     "Flush",
     "HandlerFinished",
     "Handover",
+    "InboxArrived",
+    "InboxCheck",
     "JoinRoom",
     "JoinedRoom",
     "LeaveRoom",
@@ -138,12 +140,24 @@ class Deliver:
     With Redis, a room message carries its ``room`` and room seq (the session
     keeps one cursor per room: a seq it already has is dropped, a gap is filled
     from the room's stream), and ``exclude``: the sender, who only moves its cursor.
+    A push from the session's Redis inbox carries its ``inbox`` position (the
+    session keeps an inbox cursor the same way: a position it has is dropped, a
+    gap is read from the inbox).
     """
 
     frame: EncodedFrame
     room: str | None = None
     room_seq: int = 0
     exclude: str | None = None
+    inbox: int = 0
+
+
+@attrs.frozen
+class InboxCheck:
+    """With Redis: the session's inbox may hold pushes its log lacks (an announcement was
+    lost); read it. ``lost``: a push was refused by the full inbox (the session must end)."""
+
+    lost: bool = False
 
 
 @attrs.frozen
@@ -328,6 +342,17 @@ class DropAll:
 
 
 @attrs.frozen
+class InboxArrived:
+    """With Redis: push ``pos`` of ``session_id``'s inbox was announced to this node
+    (``frame`` None and ``lost``: a push was refused by the full inbox)."""
+
+    session_id: str
+    pos: int
+    frame: EncodedFrame | None
+    lost: bool = False
+
+
+@attrs.frozen
 class Handover:
     """Another node claimed ``session_id``: drop the local actor (close 4000), do not end it."""
 
@@ -352,7 +377,11 @@ class RoomEmpty:
 
 @attrs.frozen
 class SendToSessions:
-    """Deliver ``frame`` to a session, a user's sessions, or everyone (all fields None)."""
+    """Deliver ``frame`` to a session, a user's sessions, or everyone (all fields None).
+
+    With Redis the server sends only broadcasts this way (pushes to a session or
+    a user go through the sessions' inboxes, :class:`InboxArrived`).
+    """
 
     frame: EncodedFrame
     session_id: str | None = None

@@ -8,9 +8,10 @@ With Redis (``links``, a :class:`actors.store.ClusterLinks` the server hands
 over) this is the node's directory only: room broadcasts are published to
 Redis (the room order is assigned there) and come back from the node's
 subscriber as :class:`RoomPublished`, for the local room actor; a room gets
-its subscription with its first local member; pushes for sessions this node
-does not hold are relayed to the other nodes; a session claimed by another
-node is dropped here on :class:`Handover` (close 4000), never ended. A
+its subscription with its first local member; pushes to a session or a user arrive as
+:class:`InboxArrived` (announced by the session's Redis inbox) for the local
+session, and broadcasts are relayed to the other nodes; a session claimed by
+another node is dropped here on :class:`Handover` (close 4000), never ended. A
 broadcast to a room with a behaviour goes to the room's actor instead, which
 runs ``on_message`` and publishes (:mod:`actors.room`); with no local member
 the router starts the room's actor for it (unsubscribed), and stops it on
@@ -55,6 +56,8 @@ from wscore.actors.messages import (
     DropSession,
     EndSession,
     Handover,
+    InboxArrived,
+    InboxCheck,
     JoinRoom,
     LeaveRoom,
     LeftRoom,
@@ -130,6 +133,8 @@ class RouterActor(GeventActor):
                 tell_quietly(entry.ref, message)
         elif isinstance(message, RoomBroadcast):
             self._room_broadcast(message)
+        elif isinstance(message, InboxArrived):
+            self._inbox_arrived(message)
         elif isinstance(message, SendToSessions):
             self._send_to_sessions(message)
         elif isinstance(message, JoinRoom):
@@ -284,25 +289,29 @@ class RouterActor(GeventActor):
         entry = self.rooms[room_id] = _RoomEntry(ref, behaviour=behaviour is not None)
         return entry
 
+    def _inbox_arrived(self, msg: InboxArrived) -> None:
+        entry = self.sessions.get(msg.session_id)
+        if entry is None:
+            return  # not held here (any more): it waits in the inbox for its owner
+        if msg.frame is None:
+            tell_quietly(entry.ref, InboxCheck(lost=msg.lost))
+        else:
+            offer_quietly(entry.offer, Deliver(msg.frame, inbox=msg.pos))
+
     def _send_to_sessions(self, msg: SendToSessions) -> None:
         deliver = Deliver(msg.frame)
-        relay = self.links.relay if self.links is not None and msg.relay else None
         if msg.session_id is not None:
             entry = self.sessions.get(msg.session_id)
             if entry is not None:
                 offer_quietly(entry.offer, deliver)
-            elif relay is not None:
-                relay(msg.session_id, None, msg.frame.body)
         elif msg.user_id is not None:
             for session_id in list(self.users.get(msg.user_id, ())):
                 offer_quietly(self.sessions[session_id].offer, deliver)
-            if relay is not None:
-                relay(None, msg.user_id, msg.frame.body)
         else:
             for entry in list(self.sessions.values()):
                 offer_quietly(entry.offer, deliver)
-            if relay is not None:
-                relay(None, None, msg.frame.body)
+            if self.links is not None and msg.relay:
+                self.links.relay(msg.frame.body)
 
     def _stop_all(self, msg: StopAll) -> None:
         for entry in list(self.sessions.values()):

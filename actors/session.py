@@ -39,6 +39,16 @@ Rules it keeps:
   failed write drops the session from this node (:mod:`actors.store`): another
   node owns it (close 4000), or Redis lost it or is unreachable (close 1012);
   it is never ended there, so a resume elsewhere finds what was stored.
+* **with a store, pushes come from the session's inbox** (``send_to_session``,
+  ``send_to_user``, from any node): each carries its inbox position
+  (``Deliver.inbox``); the session keeps an inbox cursor, appends push
+  ``cursor + 1`` with that position (the store removes it from the inbox in
+  the same fenced write), drops a position it has, and reads the inbox when
+  it sees a gap, when its lease renewal finds pushes waiting, and once when
+  it starts hydrated (a resume from another node). So every push enters its
+  numbered stream once, in inbox order, whichever node held the session when
+  it was made. A push refused by a full inbox ends the session (its resume
+  gets 1006), never a silent skip.
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ from wscore.actors.messages import (
     DropSession,
     EndSession,
     HandlerFinished,
+    InboxCheck,
     JoinedRoom,
     LeaveRoom,
     LeftRoom,
@@ -155,6 +166,13 @@ class _Drain:
 
 
 @attrs.frozen
+class _InboxRead:
+    """Self-message: the read of the session's inbox completed (a future)."""
+
+    result: Any
+
+
+@attrs.frozen
 class _StoreLost:
     """Self-message from the store's lease keeper: the session is no longer this node's."""
 
@@ -196,6 +214,11 @@ class SessionActor(GeventActor):
         self._data_json = "{}"
         self._acked_stored = 0
         self._inbound_stored = 0
+        #: The last inbox position in this session's log (pushes, with a store).
+        self.inbox_cursor = 0
+        self._inbox_reading = False
+        self._inbox_reread = False
+        self._hydrated = hydration is not None
         self._dropping: DropSession | None = None
         #: Dropped from this node or ended: no store write, no socket write any more.
         self._gone = False
@@ -217,6 +240,7 @@ class SessionActor(GeventActor):
         self._data_json = json.dumps(self.view.data)
         self.view._rooms.update(h.rooms)
         self.room_cursors = dict(h.rooms)
+        self.inbox_cursor = h.inbox
 
     # -- lifecycle ---------------------------------------------------------------------
     def offer(self, message: Any) -> None:
@@ -247,7 +271,13 @@ class SessionActor(GeventActor):
         store = self.store
         if store is not None:
             ref = self.actor_ref
-            store.own(self.view.id, self.epoch, lambda kind: tell_quietly(ref, _StoreLost(kind)))
+            store.own(self.view.id, self.epoch, lambda kind: tell_quietly(ref, _StoreLost(kind)),
+                      lambda lost: tell_quietly(ref, InboxCheck(lost)))
+            if self._hydrated:
+                # Pushes made while no node held it (or announced to its old node)
+                # wait in its inbox; read after the router knows this actor, so
+                # any push later than the read is announced to it.
+                self._inbox_read()
             # A hydrated session catches up on what its rooms said since its cursors
             # (while its node was down, or before this node subscribed).
             for room_id in list(self.room_cursors):
@@ -538,7 +568,8 @@ class SessionActor(GeventActor):
         self.stop()
 
     # -- the outgoing stream -------------------------------------------------------------
-    def _push(self, frame: EncodedFrame, room: str | None = None, room_seq: int = 0) -> None:
+    def _push(self, frame: EncodedFrame, room: str | None = None, room_seq: int = 0,
+              inbox: int = 0) -> None:
         """Number, record (in the store too, if any), then write one session frame (SPEC §3, §6)."""
         if self._gone:
             return
@@ -547,7 +578,7 @@ class SessionActor(GeventActor):
         if store is not None:
             seq = self.protocol.stream.last_seq
             wire = out if type(out) is str else frame.numbered(seq)
-            self._gate(store.append(self.view.id, self.epoch, seq, wire, room, room_seq))
+            self._gate(store.append(self.view.id, self.epoch, seq, wire, room, room_seq, inbox))
         if type(out) is str:
             sink = self.sink
             if sink is not None:
@@ -563,8 +594,76 @@ class SessionActor(GeventActor):
             return
         if type(msg) is Deliver and msg.room is not None:
             self._room_deliver(msg)
+        elif type(msg) is Deliver and msg.inbox:
+            self._inbox_deliver(msg.inbox, msg.frame)
         else:
             self._push(msg.frame)
+
+    # -- pushes from the inbox (with a store): one cursor -------------------------------------
+    def _inbox_deliver(self, pos: int, frame: EncodedFrame) -> None:
+        if pos <= self.inbox_cursor or self.store is None:
+            return  # already in this session's log
+        if pos > self.inbox_cursor + 1:
+            self._inbox_read()  # an announcement was lost (or overtaken): read what is waiting
+            return
+        self.inbox_cursor = pos
+        self._push(frame, inbox=pos)
+
+    def _inbox_read(self) -> None:
+        """Read the pushes waiting in the inbox (never blocks: the result is a message)."""
+        store = self.store
+        if store is None or self._gone:
+            return
+        if self._inbox_reading:
+            self._inbox_reread = True  # it may have been read before this push arrived there
+            return
+        self._inbox_reading = True
+        ref = self.actor_ref
+        store.inbox(self.view.id).rawlink(lambda done: tell_quietly(ref, _InboxRead(done)))
+
+    def _on_inbox_read(self, msg: _InboxRead) -> None:
+        self._inbox_reading = False
+        done = msg.result
+        store = self.store
+        if self._gone or self.protocol.closed or store is None:
+            return
+        if not done.successful():
+            self._store_failed(store.failure(done.exception), done.exception)
+            return
+        taken, lost, bodies = done.value
+        if lost:
+            self._inbox_lost()
+            return
+        for i, body in enumerate(bodies):
+            pos = taken + 1 + i
+            if pos <= self.inbox_cursor:
+                continue
+            if pos != self.inbox_cursor + 1:
+                # The inbox moved past this copy's cursor: another node holds the
+                # session now, and this copy's next write is fenced (close 4000).
+                log.debug("inbox of session of user %r is ahead of this copy", self.view.user_id)
+                return
+            self.inbox_cursor = pos
+            self._push(EncodedFrame(body), inbox=pos)
+            if self._gone:
+                return
+        if self._inbox_reread:
+            self._inbox_reread = False
+            self._inbox_read()
+
+    def _on_inbox_check(self, msg: InboxCheck) -> None:
+        if self._gone or self.protocol.closed:
+            return
+        if msg.lost:
+            self._inbox_lost()
+        else:
+            self._inbox_read()
+
+    def _inbox_lost(self) -> None:
+        """A push was refused by the full inbox: end the session (its resume gets 1006)."""
+        log.warning("session of user %r lost a push (its inbox was full); ending it",
+                    self.view.user_id)
+        self._carry_out(self.protocol.end(CLOSE_SERVICE_RESTART, "pushes lost; state lost"))
 
     # -- rooms with a store: one cursor per room -------------------------------------------------
     def _room_deliver(self, msg: Deliver) -> None:
@@ -814,6 +913,7 @@ class SessionActor(GeventActor):
             "rooms": len(self.view._rooms),
             "frames_in": p.frames_in,
             "epoch": self.epoch,
+            "inbox": self.inbox_cursor,
             "waiting_for_store": len(self._out),
         }
 
@@ -835,6 +935,8 @@ _DISPATCH: dict[type, Callable[[SessionActor, Any], Any]] = {
     DropSession: SessionActor._on_drop,
     RoomGapped: SessionActor._on_room_gapped,
     _Drain: SessionActor._on_drain,
+    _InboxRead: SessionActor._on_inbox_read,
+    InboxCheck: SessionActor._on_inbox_check,
     _StoreLost: SessionActor._on_store_lost,
     Stats: SessionActor._on_stats,
 }

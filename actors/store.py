@@ -18,7 +18,13 @@ Contract the actor keeps with a store (docs/scaling.md "Store before send"):
 * a failed write ends the node's hold on the session: :meth:`SessionStore.failure`
   says whether another node owns it now (``"fenced"``: close 4000), Redis lost
   it (``"lost"``) or Redis is unreachable (``"unavailable"``); the session is
-  then dropped from this node, never silently continued.
+  then dropped from this node, never silently continued;
+* pushes to the session (``send_to_session``/``send_to_user``, from any node)
+  wait in its inbox in the store; the actor appends push ``n`` only as
+  ``append(..., inbox_pos=n)`` with ``n`` its inbox cursor + 1 (the store
+  takes it out of the inbox in the same write, refusing any other ``n``), and
+  reads :meth:`SessionStore.inbox` when it sees a gap, when ``on_inbox`` says
+  pushes wait, and once when it starts hydrated.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class Hydration:
     data: Any
     #: room id → the room seq this session's log holds up to.
     rooms: dict[str, int]
+    #: The last position of the session's inbox already in its log (pushes after it wait).
+    inbox: int = 0
 
 
 class SessionStore(Protocol):
@@ -56,7 +64,14 @@ class SessionStore(Protocol):
     node_id: str
 
     def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
-               room_seq: int) -> gevent.event.AsyncResult: ...
+               room_seq: int, inbox_pos: int = 0) -> gevent.event.AsyncResult:
+        """Store numbered frame ``seq``; with ``inbox_pos`` it is that push of the session's
+        inbox, which leaves the inbox in the same step (refused unless it is the next)."""
+        ...
+    def inbox(self, session_id: str) -> gevent.event.AsyncResult:
+        """The pushes waiting in the session's inbox: a future of ``(taken, lost, bodies)``,
+        the bodies being positions ``taken + 1`` … in order; ``lost``: one was refused."""
+        ...
     def ack(self, session_id: str, epoch: int, seq: int) -> None: ...
     def record_inbound(self, session_id: str, epoch: int, s: int) -> gevent.event.AsyncResult: ...
     def set_data(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult: ...
@@ -71,8 +86,10 @@ class SessionStore(Protocol):
         ...
     def end(self, session_id: str, epoch: int) -> None: ...
     def release(self, session_id: str, epoch: int) -> None: ...
-    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None]) -> None:
-        """Keep the session's lease alive until :meth:`disown`; ``on_lost(kind)`` if that fails."""
+    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None],
+            on_inbox: Callable[[bool], None] | None = None) -> None:
+        """Keep the session's lease alive until :meth:`disown`; ``on_lost(kind)`` if that fails;
+        ``on_inbox(lost)`` when a renewal finds pushes waiting in its inbox (or one lost)."""
         ...
     def disown(self, session_id: str) -> None: ...
     def failure(self, error: BaseException) -> str:
@@ -100,5 +117,5 @@ class ClusterLinks:
     #: This node starts/stops receiving a room's messages (first/last local member).
     subscribe: Callable[[str, int | None], None]
     unsubscribe: Callable[[str], None]
-    #: Relay a push to the sessions other nodes own: (session_id, user_id, frame body).
-    relay: Callable[[str | None, str | None, str], None]
+    #: Relay a broadcast (frame body) to the sessions other nodes hold (at most once).
+    relay: Callable[[str], None]

@@ -253,7 +253,8 @@ class ConnectionHandler:
             return ClaimResult(None, "wrong_user" if outcome == "wrong_user" else "not_found")
         c = outcome.claim
         hydration = Hydration(epoch=c.epoch, resume_from=outcome.resume_from, frames=outcome.frames,
-                              inbound=c.inbound, data=c.data, rooms=dict(c.rooms))
+                              inbound=c.inbound, data=c.data, rooms=dict(c.rooms),
+                              inbox=c.inbox_taken)
         opened = self._server._router.ask(AdoptSession(session_id, user_id, hydration), timeout=_ASK_TIMEOUT)
         return ClaimResult(opened.session_ref)
 

@@ -48,6 +48,7 @@ from wscore.actors.handler import HandlerActor
 from wscore.actors.messages import (
     DropAll,
     Handover,
+    InboxArrived,
     RoomGapped,
     RoomPublished,
     SendToSessions,
@@ -164,17 +165,34 @@ class WsServer:
 
     # -- pushes from server code ---------------------------------------------------------------------
     def send_to_session(self, session_id: str, event: str, payload: Any = None) -> None:
+        """Push ``event`` onto the session's numbered stream; an unknown session: nothing.
+
+        With Redis the push is stored in the session's inbox first, whichever node
+        holds it (or none: it waits for the resume), and enters its stream exactly
+        once, in the order pushed (docs/scaling.md "Pushes across nodes").
+        """
         self._require_running()
         frame = encode_envelope(event, payload, now_ms=_now_ms())
+        if self._cluster is not None:
+            self._cluster.push(session_id, frame.body)
+            return
         self._router.tell(SendToSessions(frame, session_id=session_id))
 
     def send_to_user(self, user_id: str, event: str, payload: Any = None) -> None:
+        """:meth:`send_to_session` to every session of ``user_id`` (with Redis: on every node)."""
         self._require_running()
         frame = encode_envelope(event, payload, now_ms=_now_ms())
+        if self._cluster is not None:
+            self._cluster.push_user(str(user_id), frame.body)
+            return
         self._router.tell(SendToSessions(frame, user_id=str(user_id)))
 
     def broadcast(self, event: str, payload: Any = None) -> None:
-        """Send ``event`` to every session (encoded once)."""
+        """Send ``event`` to every session (encoded once).
+
+        With Redis: to the sessions some live node holds when it arrives there, at
+        most once (a session no node holds misses it; docs/scaling.md).
+        """
         self._require_running()
         frame = encode_envelope(event, payload, now_ms=_now_ms())
         self._router.tell(SendToSessions(frame))
@@ -305,11 +323,11 @@ class WsServer:
         node = self._cluster
         bus = node.bus
 
-        def relay(session_id: str | None, user_id: str | None, body: str) -> None:
+        def relay(body: str) -> None:
             try:
-                bus.send_to_all({"k": "push", "sid": session_id, "uid": user_id, "b": body})
+                bus.send_to_all({"k": "push", "b": body})
             except Exception as exc:
-                log.warning("push not relayed to the other nodes: %s", exc)
+                log.warning("broadcast not relayed to the other nodes: %s", exc)
 
         return ClusterLinks(
             publish=lambda room_id, exclude, body: node.store.publish(room_id, room_wire(exclude, body)),
@@ -350,12 +368,14 @@ class WsServer:
         try:
             if kind == "handover" and isinstance(message.get("sid"), str):
                 router.tell(Handover(message["sid"]))
+            elif kind == "inbox" and isinstance(message.get("sid"), str):
+                pos, body = message.get("pos"), message.get("b")
+                if isinstance(pos, int) and isinstance(body, str):
+                    router.tell(InboxArrived(message["sid"], pos, EncodedFrame(body)))
+                elif message.get("lost"):
+                    router.tell(InboxArrived(message["sid"], 0, None, lost=True))
             elif kind == "push" and isinstance(message.get("b"), str):
-                sid, uid = message.get("sid"), message.get("uid")
-                router.tell(SendToSessions(EncodedFrame(message["b"]),
-                                           session_id=sid if isinstance(sid, str) else None,
-                                           user_id=uid if isinstance(uid, str) else None,
-                                           relay=False))
+                router.tell(SendToSessions(EncodedFrame(message["b"]), relay=False))
         except pykka.ActorDeadError:
             pass
 

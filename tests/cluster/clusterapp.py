@@ -3,7 +3,9 @@
 Tokens are user names (``?token=alice`` → user ``alice``). Events:
 ``echo`` (replies its payload), ``count`` (``data["n"] += 1``, replies n),
 ``join`` / ``leave`` (a room), ``say`` (broadcast ``said`` to a room, sender
-included), ``tell_user`` (``send_to_user``), ``members``.
+included), ``tell_user`` (``send_to_user``), ``tell_session``
+(``send_to_session`` of ``payload["sid"]``; both push ``told`` with the
+payload), ``members``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def build(config: WsServerConfig) -> WsServer:
     @server.on("tell_user")
     def tell_user(ctx: Any) -> Any:
         server.send_to_user(ctx.payload["user"], "told", ctx.payload)
+        return True
+
+    @server.on("tell_session")
+    def tell_session(ctx: Any) -> Any:
+        server.send_to_session(ctx.payload["sid"], "told", ctx.payload)
         return True
 
     @server.on("members")

@@ -2,7 +2,9 @@
 
 A raw websocket-client peer reads a room's stream from node A while a sender on
 node B keeps talking; node A is killed; the peer resumes on node B and must
-end up with every message exactly once, in the room's order (SPEC §6).
+end up with every message exactly once, in the room's order (SPEC §6). And a
+push made while its session's node is dead waits in the session's inbox and
+reaches the client after it resumed on the other node.
 """
 
 from __future__ import annotations
@@ -120,6 +122,45 @@ def test_a_node_dies_mid_stream_and_its_client_resumes_on_the_other_with_nothing
             resumed.close()
     finally:
         sender.close()
+        reader.close()
+
+
+def test_a_push_made_while_its_node_is_dead_reaches_the_client_after_the_resume(
+        nodes: Callable[[], NodeProcess], redis_server: RedisServer) -> None:
+    a, b = nodes(), nodes()
+    reader = RawClient(a.url + "?token=reader")
+    pusher = RawClient(b.url + "?token=pusher")
+    try:
+        sid = _connected(reader)["sessionId"]
+        _connected(pusher)
+        seen = reader.request("echo", "seen", c="seen")["s"]
+        for i in range(3):  # replies the reader never reads: stored, then replayed
+            reader.send({"e": "echo", "p": i, "c": f"m{i}"})
+        meta = f"wscore:s:{{{sid}}}:m"
+        wait_for(lambda: int(redis_server.admin().hget(meta, "last") or 0) == seen + 3,
+                 what="3 replies stored")
+        a.signal(signal.SIGKILL)  # no release: Redis still names node A the owner, lease live
+        reader.close()
+        for n in range(3):
+            # Stored before this reply is (one writer connection): no wait needed.
+            assert pusher.request("tell_session", {"sid": sid, "n": n}, c=f"t{n}")["p"] is True
+        assert redis_server.admin().llen(f"wscore:s:{{{sid}}}:in") == 3
+        resumed = RawClient(b.url + f"?token=reader&session={sid}&last_seq={seen}")
+        try:
+            assert _connected(resumed)["resumed"] is True
+            frames = [resumed.recv() for _ in range(6)]
+            assert [(f["e"], f["p"]) for f in frames[:3]] == [("ack", 0), ("ack", 1), ("ack", 2)]
+            assert [(f["e"], f["p"]["n"]) for f in frames[3:]] == [("told", 0), ("told", 1),
+                                                                  ("told", 2)]
+            assert [f["s"] for f in frames] == list(range(seen + 1, seen + 7))
+            # Exactly once: the next frame is a fresh reply, and the inbox is drained.
+            reply = resumed.request("echo", "after", c="after")
+            assert resumed.skipped == [] and reply["s"] == seen + 7
+            assert redis_server.admin().llen(f"wscore:s:{{{sid}}}:in") == 0
+        finally:
+            resumed.close()
+    finally:
+        pusher.close()
         reader.close()
 
 

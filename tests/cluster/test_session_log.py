@@ -144,7 +144,7 @@ def test_every_write_refreshes_the_ttl_and_an_idle_session_expires(
     log = make_log(writer, generation, session_ttl=60)
     log.create("s1", "n")
     log.append("s1", 1, 1, "f1")
-    _gen, meta, key_log, _rooms = log.keys("s1")
+    _gen, meta, key_log, _rooms, _inbox = log.keys("s1")
     admin = redis_server.admin()
     for key in (meta, key_log):
         admin.pexpire(key, 500)

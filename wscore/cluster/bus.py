@@ -1,10 +1,11 @@
-"""Node-to-node messages over Redis pub/sub: hand-overs and pushes to sessions held elsewhere.
+"""Node-to-node messages over Redis pub/sub: hand-overs, inbox announcements, broadcasts.
 
 Every node subscribes to two channels: ``<prefix>:n:<node_id>`` (messages for
-it alone: "another node claimed session X, drop it") and ``<prefix>:all``
-(pushes for sessions, users or everyone, which every node delivers to the
-sessions it holds). Messages are JSON objects; ``o`` names the sending node,
-and a node ignores its own messages on ``all`` (it delivered locally).
+it alone: "another node claimed session X, drop it", and "session X you hold
+has push n in its inbox", published by the inbox script itself) and
+``<prefix>:all`` (``broadcast``, which every node delivers to the sessions it
+holds). Messages are JSON objects; ``o`` names the sending node, and a node
+ignores its own messages on ``all`` (it delivered locally).
 
 Pub/sub is best-effort: a message published while a node is reconnecting is
 lost, and nothing reports it. Nothing that needs a guarantee relies on it:
@@ -12,9 +13,12 @@ lost, and nothing reports it. Nothing that needs a guarantee relies on it:
 * a lost hand-over only delays the old owner's 4000 close until its next
   write, which the fencing epoch refuses (STYLE §15), or its next lease
   renewal, refused the same way;
-* a push relayed to other nodes (``send_to_session`` of a session this node
-  does not hold, ``send_to_user``, ``broadcast``) reaches the sessions a live
-  node holds when it arrives, at most once (docs/scaling.md says so).
+* a lost inbox announcement only delays that push: it stays in the session's
+  inbox in Redis until the owner reads it — at its next announcement, its
+  next lease renewal, or at once after the bus re-subscribes
+  (``on_resubscribed``);
+* ``broadcast`` reaches the sessions a live node holds when it arrives, at
+  most once (docs/scaling.md says so).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class NodeBus:
         *,
         node_id: str,
         on_message: Callable[[dict[str, Any]], None],
+        on_resubscribed: Callable[[], None] | None = None,
         prefix: str = "wscore",
         socket_timeout: float = 1.0,
         connect_timeout: float = 0.5,
@@ -65,6 +70,7 @@ class NodeBus:
         self.writer = writer
         self.node_id = node_id
         self.on_message = on_message
+        self.on_resubscribed = on_resubscribed
         self.prefix = prefix
         self.own_channel = f"{prefix}:n:{node_id}"
         self.all_channel = f"{prefix}:all"
@@ -144,6 +150,7 @@ class NodeBus:
 
     def _read_loop(self, conn: RedisConnection) -> None:
         unanswered_pings = 0
+        confirmed = 0
         while not self._stopped.is_set():
             if not conn.can_read(timeout=self.ping_interval):
                 if unanswered_pings >= 2:
@@ -157,7 +164,15 @@ class NodeBus:
                 continue
             kind = text(reply[0]).lower()
             if kind == "subscribe":
-                self._subscribed.set()
+                confirmed += 1
+                if confirmed == 2:  # both channels: this connection listens now
+                    again = self._subscribed.is_set()
+                    self._subscribed.set()
+                    if again and self.on_resubscribed is not None:
+                        try:  # messages published while away were lost: let the node catch up
+                            self.on_resubscribed()
+                        except Exception:
+                            log.exception("node bus re-subscription callback failed")
             elif kind == "message":
                 self._dispatch(text(reply[1]), text(reply[2]))
 

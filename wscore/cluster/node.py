@@ -13,6 +13,14 @@ node claimed it), ``"lost"`` (Redis has no such session: flushed, restarted
 empty, expired), ``"unavailable"`` (Redis unreachable, or the writer's queue
 full). Every write method returns a future and never raises: a refusal at
 submit time (writer down) is a failed future, so the actor handles one path.
+
+Pushes (:meth:`ClusterNode.push`, :meth:`ClusterNode.push_user`) go into the
+target session's inbox in Redis, whichever node holds it (docs/scaling.md
+"Pushes across nodes"); the inbox script announces each one to the owner on
+its node channel, and the owner's session actor appends it to its log
+(:meth:`RedisSessionStore.append` with ``inbox_pos``). Lease renewal reports
+pushes still waiting (an announcement pub/sub lost), and so does every
+re-subscription of the node bus (renewing at once).
 """
 
 from __future__ import annotations
@@ -70,8 +78,9 @@ class RedisSessionStore:
         self.node = node
         self.log = node.log
         self.node_id = node.node_id
-        #: session id -> (epoch, on_lost, owned since)
-        self._owned: dict[str, tuple[int, Callable[[str], None], float]] = {}
+        #: session id -> (epoch, on_lost, on_inbox, owned since)
+        self._owned: dict[str, tuple[int, Callable[[str], None], Callable[[bool], None] | None,
+                                     float]] = {}
 
     def _guard(self, make: Callable[[], gevent.event.AsyncResult]) -> gevent.event.AsyncResult:
         try:
@@ -80,9 +89,12 @@ class RedisSessionStore:
             return _failed(exc)
 
     def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
-               room_seq: int) -> gevent.event.AsyncResult:
+               room_seq: int, inbox_pos: int = 0) -> gevent.event.AsyncResult:
         return self._guard(lambda: self.log.append_nowait(session_id, epoch, seq, wire, room=room,
-                                                          room_seq=room_seq))
+                                                          room_seq=room_seq, inbox_pos=inbox_pos))
+
+    def inbox(self, session_id: str) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.inbox_nowait(session_id))
 
     def ack(self, session_id: str, epoch: int, seq: int) -> None:
         self._guard(lambda: self.log.ack_nowait(session_id, epoch, seq))
@@ -113,8 +125,9 @@ class RedisSessionStore:
     def release(self, session_id: str, epoch: int) -> None:
         self._guard(lambda: self.log.release_nowait(session_id, epoch))
 
-    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None]) -> None:
-        self._owned[session_id] = (epoch, on_lost, time.monotonic())
+    def own(self, session_id: str, epoch: int, on_lost: Callable[[str], None],
+            on_inbox: Callable[[bool], None] | None = None) -> None:
+        self._owned[session_id] = (epoch, on_lost, on_inbox, time.monotonic())
 
     def disown(self, session_id: str) -> None:
         self._owned.pop(session_id, None)
@@ -140,19 +153,23 @@ class RedisSessionStore:
         still be on its way (``create`` is submitted just after the actor starts).
         """
         now = time.monotonic()
-        for session_id, (epoch, on_lost, since) in list(self._owned.items()):
+        for session_id, (epoch, on_lost, on_inbox, since) in list(self._owned.items()):
             if now - since < min_age:
                 continue
             try:
                 future = self.log.renew_nowait(session_id, epoch)
             except ClusterError:
                 return  # Redis is down: nothing to renew with; the writes will tell
-            future.rawlink(self._renewed(session_id, epoch, on_lost))
+            future.rawlink(self._renewed(session_id, epoch, on_lost, on_inbox))
 
-    def _renewed(self, session_id: str, epoch: int, on_lost: Callable[[str], None]
+    def _renewed(self, session_id: str, epoch: int, on_lost: Callable[[str], None],
+                 on_inbox: Callable[[bool], None] | None
                  ) -> Callable[[gevent.event.AsyncResult], None]:
         def done(result: gevent.event.AsyncResult) -> None:
             if result.successful():
+                waiting, lost = result.value
+                if (waiting or lost) and on_inbox is not None:
+                    on_inbox(lost)  # pushes whose announcement this node never got
                 return
             kind = self.failure(result.exception)
             owned = self._owned.get(session_id)
@@ -190,7 +207,8 @@ class ClusterNode:
         self.publisher = RoomPublisher(self.writer, layout=RoomsLayout(prefix=prefix), timeout=timeout)
         self.subscriber = RoomSubscriber(url, self.publisher, on_message=on_room_message,
                                          on_gap=on_room_gap)
-        self.bus = NodeBus(url, self.writer, node_id=node_id, on_message=on_bus, prefix=prefix)
+        self.bus = NodeBus(url, self.writer, node_id=node_id, on_message=on_bus, prefix=prefix,
+                           on_resubscribed=self._bus_resubscribed)
         self.store = RedisSessionStore(self)
         self._renewer: gevent.Greenlet[Any, Any] | None = None
         self._recovering = False
@@ -270,6 +288,14 @@ class ClusterNode:
 
         gevent.spawn(recover)
 
+    def _bus_resubscribed(self) -> None:
+        # Inbox announcements published while the bus was away are lost: renew now,
+        # which reports every owned session with pushes waiting (its actor reads them).
+        try:
+            self.store.renew_all(0.0)
+        except Exception:
+            log.exception("renewal after a bus re-subscription failed")
+
     def _renew_loop(self) -> None:
         while True:
             # A periodic lease renewal, not a synchronisation.
@@ -278,6 +304,47 @@ class ClusterNode:
                 self.store.renew_all(self.renew_interval)
             except Exception:
                 log.exception("lease renewal failed")
+
+    # -- pushes (never block, never raise: server code calls them from anywhere) -------------
+    def push(self, session_id: str, body: str) -> None:
+        """Put a push into ``session_id``'s inbox (its owner, on any node, appends it).
+
+        Unknown, ended or expired sessions: nothing happens (logged at debug).
+        Redis down or the writer full: the push is not stored (logged at warning).
+        """
+        try:
+            future = self.log.push_nowait(session_id, body)
+        except ClusterError as exc:
+            log.warning("push to a session not stored (Redis): %s", exc)
+            return
+        future.rawlink(self._pushed)
+
+    def push_user(self, user_id: str, body: str) -> None:
+        """Put a push into the inbox of every session of ``user_id`` (on every node)."""
+        try:
+            future = self.log.push_user_nowait(user_id, body)
+        except ClusterError as exc:
+            log.warning("push to a user not stored (Redis): %s", exc)
+            return
+        future.rawlink(self._pushed)
+
+    def _pushed(self, result: gevent.event.AsyncResult) -> None:
+        if not result.successful():
+            error = result.exception
+            if isinstance(error, SessionMissing):
+                log.debug("push to an unknown session: nothing to do")
+            elif isinstance(error, RedisDataLost):
+                self.data_lost()
+            else:
+                log.warning("push not stored (Redis): %s", error)
+            return
+        value = result.value
+        # (position, owner) of one session, or {session id: position} of a user's
+        refused = ([] if value[0] else ["session"]) if isinstance(value, tuple) else [
+            sid for sid, pos in value.items() if pos == 0]
+        if refused:
+            log.warning("a push was refused by a full session inbox (%s); that session can no "
+                        "longer be resumed intact", ", ".join(refused))
 
     # -- sessions (blocking: called from a connection's reader greenlet) --------------------
     def create(self, session_id: str, user_id: str | None) -> None:
@@ -293,8 +360,9 @@ class ClusterNode:
         Returns :class:`Resumed`, or why not: ``"missing"`` (unknown, ended,
         expired, or Redis lost it: 1006), ``"wrong_user"`` (1004; the session
         is left untouched), ``"impossible"`` (the log cannot replay from
-        ``last_seq``: 1006; untouched). Raises ClusterError when Redis cannot
-        answer (the caller must not answer 1006 then: the session may exist).
+        ``last_seq``, or a push was refused by its full inbox: 1006; untouched).
+        Raises ClusterError when Redis cannot answer (the caller must not answer
+        1006 then: the session may exist).
         """
         try:
             record = self.log.read(session_id)
@@ -306,7 +374,7 @@ class ClusterNode:
             return "wrong_user"
         first = record.last_seq - record.buffered + 1
         if (last_seq > record.last_seq or last_seq < record.dropped_through
-                or last_seq + 1 < first):
+                or last_seq + 1 < first or record.inbox_lost):
             return "impossible"  # the same three refusals as the replay, before claiming
         try:
             claim = self.log.claim(session_id, self.node_id)

@@ -19,7 +19,17 @@ Redis so any node can resume the session (SPEC §6):
   (forced takeover), so a paused or partitioned old owner's next write is
   refused with :class:`Fenced` inside the same script;
 - every write refreshes the TTL (``session_ttl``) of all the session's keys;
-  a session nobody writes for that long is gone (:class:`SessionMissing`).
+  a session nobody writes for that long is gone (:class:`SessionMissing`);
+- pushes (``send_to_session``, ``send_to_user``) go into the session's
+  *inbox* first (:meth:`push_nowait`, :meth:`push_user_nowait`; any node,
+  unfenced, refused for an unknown session), numbered 1, 2, 3 … there and
+  announced to the owner; the owner appends push ``n`` with
+  ``append(..., inbox_pos=n)``, which removes it from the inbox in the same
+  fenced step, so each push enters the numbered log exactly once whichever
+  node holds the session, or after it is claimed again. A push that finds
+  the inbox full (``max_buffered_messages`` pushes or ``max_buffered_bytes``)
+  is refused and marks the session: its resume is impossible (1006), never a
+  silent skip.
 
 Each blocking method has a ``*_nowait`` form where throughput matters; all go
 through the node's one :class:`~wscore.cluster.writer.RedisWriter`.
@@ -58,6 +68,7 @@ _REFUSALS: dict[str, type[ClusterError]] = {
     "WSDATALOST": RedisDataLost,
     "WSSEQ": SequenceRefused,
     "WSEXISTS": ClusterError,
+    "WSINBOX": SequenceRefused,
 }
 
 
@@ -100,6 +111,8 @@ class Claim:
     user_id: str | None
     data: Any
     rooms: dict[str, int]  # room id -> room seq last appended to this log (0: none yet)
+    inbox_taken: int = 0  # the last inbox position appended to the log (the head is the next)
+    inbox_lost: bool = False  # a push was refused for a full inbox: not resumable
 
     @property
     def resumable(self) -> bool:
@@ -136,6 +149,9 @@ class SessionRecord:
     data: Any
     rooms: dict[str, int]
     ttl_ms: int
+    inbox_last: int = 0  # the last inbox position assigned (pushes so far)
+    inbox_taken: int = 0  # the last one appended to the log; the inbox holds the rest
+    inbox_lost: bool = False  # a push was refused for a full inbox
 
 
 def _pairs(flat: list[Any]) -> dict[str, int]:
@@ -192,10 +208,11 @@ class SessionLog:
         writer.register(*scripts.ALL_SCRIPTS)
 
     # -- key names (docs/scaling.md "Data model") --------------------------------------------
-    def keys(self, session_id: str) -> tuple[str, str, str, str]:
-        """(generation, meta hash, log list, rooms hash) of ``session_id``; the braces are a hash tag."""
+    def keys(self, session_id: str) -> tuple[str, str, str, str, str]:
+        """(generation, meta hash, log list, rooms hash, inbox list) of ``session_id``; the
+        braces are a hash tag. ``scripts.PUSH_USER`` builds the same names in Lua."""
         base = f"{self.prefix}:s:{{{session_id}}}"
-        return self.generation.key, f"{base}:m", f"{base}:log", f"{base}:rooms"
+        return self.generation.key, f"{base}:m", f"{base}:log", f"{base}:rooms", f"{base}:in"
 
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:u:{user_id}"
@@ -241,6 +258,7 @@ class SessionLog:
                 previous_lease_live=bool(r[2]), last_seq=int(r[3]), acked=int(r[4]),
                 dropped_through=int(r[5]), inbound=int(r[6]),
                 user_id=text(r[8]) if int(r[7]) else None, data=json.loads(r[9]), rooms=_pairs(r[10]),
+                inbox_taken=int(r[11]), inbox_lost=bool(int(r[12])),
             )
 
         raw = self.writer.submit_script(
@@ -250,13 +268,14 @@ class SessionLog:
         result: Claim = self._wait(_mapped(raw, convert))
         return result
 
-    def renew(self, session_id: str, epoch: int) -> None:
-        """Extend the owner's lease and the session's TTL (the owner calls it while idle)."""
-        lim = self.limits
-        self._wait(_mapped(
-            self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms, lim.session_ttl_ms, self.prefix),
-            lambda r: r,
-        ))
+    def renew(self, session_id: str, epoch: int) -> tuple[int, bool]:
+        """Extend the owner's lease and the session's TTL (the owner calls it while idle).
+
+        Returns (pushes waiting in the inbox, whether one was refused for a full
+        inbox): the owner's backstop for an announcement pub/sub lost.
+        """
+        result: tuple[int, bool] = self._wait(self.renew_nowait(session_id, epoch))
+        return result
 
     def release(self, session_id: str, epoch: int) -> None:
         """Give the session up cooperatively (detached; its TTL runs; the next claim finds no owner)."""
@@ -275,31 +294,77 @@ class SessionLog:
     # -- the outgoing log --------------------------------------------------------------------
     def append_nowait(
         self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
-        room_seq: int = 0,
+        room_seq: int = 0, inbox_pos: int = 0,
     ) -> gevent.event.AsyncResult:
         """Queue the store of frame ``seq``; the future gives an :class:`AppendResult`.
 
         With ``room``, the session's cursor for that room moves to ``room_seq`` in
         the same step (the room message numbered ``room_seq`` is now in this log).
+        With ``inbox_pos`` (> 0) the frame is that push of the session's inbox,
+        which must be the inbox's head (else :class:`SequenceRefused`, nothing
+        written): it leaves the inbox in the same step.
         Send the frame to the socket only after the future succeeded (SPEC §6).
         """
         lim = self.limits
         raw = self._run(
             scripts.APPEND, session_id, epoch, seq, wire, lim.max_buffered_messages,
-            lim.max_buffered_bytes, lim.session_ttl_ms, room or "", room_seq,
+            lim.max_buffered_bytes, lim.session_ttl_ms, room or "", room_seq, inbox_pos,
         )
         return _mapped(raw, lambda r: AppendResult(buffered=int(r[0]), dropped_through=int(r[1]),
                                                    acked=int(r[2])))
 
     def append(
         self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
-        room_seq: int = 0,
+        room_seq: int = 0, inbox_pos: int = 0,
     ) -> AppendResult:
         """:meth:`append_nowait` and wait (raises Fenced, SequenceRefused, SessionMissing …)."""
         result: AppendResult = self._wait(
-            self.append_nowait(session_id, epoch, seq, wire, room=room, room_seq=room_seq)
+            self.append_nowait(session_id, epoch, seq, wire, room=room, room_seq=room_seq,
+                               inbox_pos=inbox_pos)
         )
         return result
+
+    # -- the inbox: pushes from any node -------------------------------------------------------
+    def push_nowait(self, session_id: str, body: str) -> gevent.event.AsyncResult:
+        """Queue a push (a frame body, unnumbered) into the session's inbox; any node may.
+
+        The future gives ``(position, owner)``: position 0 when the inbox was full
+        (the push is refused and the session marked not resumable), owner ``""``
+        when no node holds the session (the push waits for the next claim).
+        :class:`SessionMissing` for an unknown, ended or expired session.
+        """
+        lim = self.limits
+        raw = self._run(scripts.PUSH, session_id, body, lim.max_buffered_messages,
+                        lim.max_buffered_bytes, self.prefix, session_id)
+        return _mapped(raw, lambda r: (int(r[0]), text(r[1])))
+
+    def push(self, session_id: str, body: str) -> tuple[int, str]:
+        """:meth:`push_nowait` and wait."""
+        result: tuple[int, str] = self._wait(self.push_nowait(session_id, body))
+        return result
+
+    def push_user_nowait(self, user_id: str, body: str) -> gevent.event.AsyncResult:
+        """Queue a push into the inbox of every live session of ``user_id`` (one script).
+
+        The future gives ``{session id: position}`` (0: that inbox was full).
+        """
+        lim = self.limits
+
+        def convert(r: list[Any]) -> dict[str, int]:
+            return {text(r[i]): int(r[i + 1]) for i in range(0, len(r), 2)}
+
+        raw = self.writer.submit_script(
+            scripts.PUSH_USER, (self.generation.key, self.user_key(user_id)),
+            (self.generation.token, body, lim.max_buffered_messages, lim.max_buffered_bytes,
+             self.prefix),
+        )
+        return _mapped(raw, convert)
+
+    def inbox_nowait(self, session_id: str) -> gevent.event.AsyncResult:
+        """The future of ``(taken, lost, bodies)``: the pushes still in the inbox, oldest
+        first, are positions ``taken + 1``, ``taken + 2`` …; ``lost``: one was refused."""
+        raw = self._run(scripts.INBOX, session_id)
+        return _mapped(raw, lambda r: (int(r[0]), bool(int(r[1])), [text(b) for b in r[2]]))
 
     def ack(self, session_id: str, epoch: int, seq: int) -> int:
         """Cumulative acknowledgement (capped at the last seq); returns the acked seq."""
@@ -387,9 +452,11 @@ class SessionLog:
                                  self.limits.session_ttl_ms, self.prefix, session_id), bool)
 
     def renew_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
+        """As :meth:`renew`; the future gives (pushes waiting in the inbox, lost)."""
         lim = self.limits
         return _mapped(self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms,
-                                 lim.session_ttl_ms, self.prefix), lambda r: r)
+                                 lim.session_ttl_ms, self.prefix),
+                       lambda r: (int(r[0]), bool(int(r[1]))))
 
     def release_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
         return _mapped(self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms),
@@ -402,7 +469,7 @@ class SessionLog:
     # -- reads (unfenced, write nothing) -----------------------------------------------------
     def read(self, session_id: str) -> SessionRecord | None:
         """A snapshot of the session's record, or None when Redis has no such session."""
-        _gen, meta, log, rooms = self.keys(session_id)
+        _gen, meta, log, rooms, _inbox = self.keys(session_id)
         futures = [
             self.writer.submit("HGETALL", meta),
             self.writer.submit("LLEN", log),
@@ -419,6 +486,8 @@ class SessionLog:
             dropped_through=int(m["dropped"]), buffered=int(buffered), buffered_bytes=int(m["bytes"]),
             inbound=int(m["inbound"]), user_id=text(m["user"]) if "user" in m else None,
             data=json.loads(m["data"]), rooms=_pairs(room_flat), ttl_ms=int(ttl),
+            inbox_last=int(m.get("ilast", 0)), inbox_taken=int(m.get("itaken", 0)),
+            inbox_lost=text(m.get("ilost", b"0")) == "1",
         )
 
     def exists(self, session_id: str) -> bool:
