@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -40,11 +41,27 @@ def _path(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
 _NODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if it has one, shown as ``***``: what a log line or error may carry."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        password = None
+        parts = None
+    if parts is None or password is None:
+        return url if "@" not in url else "<a URL with credentials>"
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _redis_url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is None:
         return
     if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
-        raise ConfigError(f"redis_url must look like redis://HOST:PORT/DB, got {value!r}")
+        shown = redacted_url(value) if isinstance(value, str) else value
+        raise ConfigError(f"redis_url must look like redis://HOST:PORT/DB, got {shown!r}")
 
 
 def _node_id(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:

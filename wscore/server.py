@@ -60,7 +60,7 @@ from wscore.actors.session import SessionEnv
 from wscore.actors.store import ClusterLinks, room_wire
 from wscore.auth import WsAuthenticator
 from wscore.behaviours import WsActorController, WsController
-from wscore.config import WsServerConfig
+from wscore.config import WsServerConfig, redacted_url
 from wscore.connections import ConnectionHandler, LiveConnection
 from wscore.errors import ConfigError, UsageError, WsError
 from wscore.handlers import Handler, HandlerSpec, Schema
@@ -315,9 +315,9 @@ class WsServer:
         try:
             node.start()
         except ClusterError as exc:
-            raise ConfigError(f"Redis at {cfg.redis_url} is unusable: {exc}") from None
+            raise ConfigError(f"Redis at {redacted_url(cfg.redis_url)} is unusable: {exc}") from None
         self._cluster = node
-        log.info("node %s uses Redis at %s", self.node_id, cfg.redis_url)
+        log.info("node %s uses Redis at %s", self.node_id, redacted_url(cfg.redis_url))
 
     def _cluster_links(self) -> ClusterLinks:
         node = self._cluster

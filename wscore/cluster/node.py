@@ -43,6 +43,7 @@ from wscore.cluster.generation import Generation
 from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscriber
 from wscore.cluster.session_log import Claim, LogLimits, SessionLog
 from wscore.cluster.writer import RedisWriter, wait_result
+from wscore.config import redacted_url
 from wscore.protocol.session import ResumeImpossible
 
 __all__ = ["ClusterNode", "RedisSessionStore", "Resumed", "make_node_id"]
@@ -224,7 +225,8 @@ class ClusterNode:
             self.subscriber.start()
             self.bus.start()
             if not self.bus.wait_subscribed(timeout):
-                raise ClusterError(f"Redis at {self.url} did not confirm a subscription in {timeout}s")
+                raise ClusterError(f"Redis at {redacted_url(self.url)} did not confirm a subscription "
+                                   f"in {timeout}s")
         except BaseException:
             self.stop()
             raise

@@ -54,6 +54,7 @@ from redis.retry import Retry
 
 from wscore.cluster.errors import RedisUnavailable, WriterQueueFull
 from wscore.cluster.scripts import Script
+from wscore.config import redacted_url
 
 __all__ = ["RedisConnection", "RedisWriter", "open_connection", "text", "wait_result"]
 
@@ -94,7 +95,7 @@ def open_connection(
     kwargs: dict[str, Any] = cast(Callable[[str], dict[str, Any]], parse_url)(url)
     kwargs.pop("connection_class", None)
     if kwargs.pop("path", None) is not None:
-        raise ValueError(f"unix socket URLs are not supported here: {url}")
+        raise ValueError(f"unix socket URLs are not supported here: {redacted_url(url)}")
     make = cast(Callable[..., RedisConnection], redis.Connection)
     return make(
         **kwargs,
@@ -196,7 +197,7 @@ class RedisWriter:
         try:
             self._connect()
         except CONNECTION_ERRORS as exc:
-            raise RedisUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+            raise RedisUnavailable(f"Redis at {redacted_url(self.url)} is unreachable: {exc}") from exc
         self._set_up(True)
         self._greenlet = gevent.spawn(self._run)
 
@@ -249,7 +250,7 @@ class RedisWriter:
     def _enqueue(self, command: _Command) -> gevent.event.AsyncResult:
         if not self._up:
             self._failed_unavailable += 1
-            raise RedisUnavailable(f"Redis at {self.url} is down (the writer is reconnecting)")
+            raise RedisUnavailable(f"Redis at {redacted_url(self.url)} is down (the writer is reconnecting)")
         if len(self._queue) >= self.max_queued:
             raise WriterQueueFull(f"the Redis writer already holds {self.max_queued} queued commands")
         self._queue.append(command)
@@ -342,7 +343,7 @@ class RedisWriter:
             command.result.set(reply)
 
     def _lost(self, exc: BaseException, batch: list[_Command]) -> None:
-        log.warning("Redis connection to %s lost: %s", self.url, exc)
+        log.warning("Redis connection to %s lost: %s", redacted_url(self.url), exc)
         self._drop_connection()
         self._fail_all(RedisUnavailable(f"connection to Redis lost: {exc}"), batch)
         self._set_up(False)
@@ -368,10 +369,10 @@ class RedisWriter:
             try:
                 self._connect()
             except CONNECTION_ERRORS as exc:
-                log.debug("Redis reconnect to %s failed: %s", self.url, exc)
+                log.debug("Redis reconnect to %s failed: %s", redacted_url(self.url), exc)
                 delay = min(delay * 2, self.reconnect_max_delay)
                 continue
-            log.info("Redis connection to %s restored", self.url)
+            log.info("Redis connection to %s restored", redacted_url(self.url))
             self._set_up(True)
             return
 
