@@ -61,6 +61,7 @@ from __future__ import annotations
 import atexit
 import functools
 import io
+import json
 import logging
 import signal
 import socket
@@ -74,6 +75,7 @@ import gevent.event
 import gevent.socket
 
 from wscore import static
+from wscore.errors import ConfigError
 from wscore.protocol import frames
 from wscore.transport import WsTransport, is_upgrade, upgrade_refusal
 
@@ -111,7 +113,17 @@ class WsgiEntry:
         server = self.server
         if server._state == "new":
             # In the worker, on its first request: never in a parent that forks later.
-            server.start_embedded()
+            try:
+                server.start_embedded()
+            except ConfigError as exc:
+                # e.g. Redis unreachable: one line (the host's error log would print the
+                # request with its query); the next request tries again.
+                log.error("wscore could not start in this worker: %s", exc)
+                body = json.dumps({"error": "wscore is not available"}).encode()
+                start_response("503 Service Unavailable", [
+                    ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    ("Retry-After", "1")])
+                return [body]
             if str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
                 self._hook_gunicorn()
         worker = self._worker

@@ -13,15 +13,14 @@ client holding the reply knows the push was stored: no waiting needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from clusterapp import build
 from redisproc import RedisServer
 from wshelpers import RawClient, wait_for
 
-from wscore import WsServer, WsServerConfig
+from wscore import WsServer
 from wscore.cluster import scripts
 from wscore.cluster.errors import Fenced, SequenceRefused, SessionMissing
 from wscore.cluster.generation import Generation
@@ -156,37 +155,6 @@ def test_each_push_is_announced_to_the_owner_node_only(
 
 
 # -- real nodes -------------------------------------------------------------------------------
-@pytest.fixture
-def make_node(redis_server: RedisServer) -> Iterator[Node]:
-    made: list[WsServer] = []
-
-    def make(**overrides: Any) -> WsServer:
-        cfg = WsServerConfig.dev(**{"host": "127.0.0.1", "port": 0, "redis_url": redis_server.url,
-                                    "session_ttl": 60.0, "shutdown_timeout": 2.0, **overrides})
-        server = build(cfg)
-        server.start()
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.stop()
-
-
-@pytest.fixture
-def raw() -> Iterator[Callable[..., RawClient]]:
-    made: list[RawClient] = []
-
-    def connect(url: str) -> RawClient:
-        client = RawClient(url)
-        made.append(client)
-        return client
-
-    yield connect
-    for client in made:
-        client.close()
-
-
 def connected(client: RawClient) -> dict[str, Any]:
     frame = client.recv()
     assert frame["e"] == "sys.connected", frame

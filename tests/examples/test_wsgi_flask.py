@@ -6,17 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wsgi_support import Served, assert_wscore_paths, chat_pair, free_port, get
+from wsgi_support import Served, assert_wscore_paths, chat_pair, get, serve_with_wscore_run
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port = free_port()
-    proc = Served(["-m", "wscore", "run", "examples.flask_app.app:server", "--host", "127.0.0.1",
-                   "--port", str(port)], port, tmp_path / "server.log")
-    yield proc
-    assert proc.stop() == 0, proc.output()
-    assert "Traceback" not in proc.output(), proc.output()
+    yield from serve_with_wscore_run("examples.flask_app.app:server", tmp_path)
 
 
 def test_flask_routes_and_the_chat_share_one_port(served: Served) -> None:

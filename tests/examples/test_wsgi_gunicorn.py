@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import gunicorn
 import pytest
 import websocket
-from wsgi_support import Served, assert_wscore_paths, chat_pair, connect, free_port, get
+from wsgi_support import ROOT, Served, assert_wscore_paths, chat_pair, connect, free_port, get
 from wshelpers import wait_for
 
 
@@ -100,3 +102,35 @@ def test_gunicorns_sync_worker_serves_http_but_refuses_websockets_501(tmp_path: 
         assert b"run gunicorn -k gevent" in refused.value.resp_body
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_worker_that_cannot_start_wscore_answers_503_in_one_line(tmp_path: Path) -> None:
+    # Redis unreachable when the worker's first request starts wscore: 503 and one log
+    # line, never a traceback with the request (its query carries tokens) or the password.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    port = free_port()
+    app = f'tests.examples.gunicorn_redis_app:make("redis://:hunter2@127.0.0.1:{dead}/0")'
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--bind",
+                                 f"127.0.0.1:{port}", "--no-control-socket", app], cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            def answered() -> bool:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    return get(port, "/healthz?token=secret123")[0] == 503
+                except OSError:
+                    return False
+
+            wait_for(answered, timeout=60, what="gunicorn to answer")
+            status, headers, body = get(port, "/ws?token=secret123")
+            assert (status, body, headers["Retry-After"]) == (503, {"error": "wscore is not available"}, "1")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    out = log_path.read_text()
+    assert "wscore could not start in this worker: Redis at redis://:***@127.0.0.1" in out, out
+    assert "Traceback" not in out and "secret123" not in out and "hunter2" not in out, out

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,13 @@ def assert_wscore_paths(port: int) -> None:
     # A plain GET of the WebSocket path is wscore's answer too, not the app's.
     status, headers, body = get(port, "/ws")
     assert status == 426 and headers["Upgrade"] == "websocket", body
+
+
+def serve_with_wscore_run(target: str, tmp_path: Path) -> Iterator[Served]:
+    """``wscore run TARGET`` on a free port for one test (a fixture's body): stopped cleanly, no traceback."""
+    port = free_port()
+    proc = Served(["-m", "wscore", "run", target, "--host", "127.0.0.1", "--port", str(port)], port,
+                  tmp_path / "server.log")
+    yield proc
+    assert proc.stop() == 0, proc.output()
+    assert "Traceback" not in proc.output(), proc.output()

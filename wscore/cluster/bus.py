@@ -30,7 +30,6 @@ from typing import Any
 
 import gevent
 import gevent.event
-import redis
 
 from wscore.cluster.errors import ClusterError
 from wscore.cluster.writer import (
@@ -38,6 +37,7 @@ from wscore.cluster.writer import (
     RedisConnection,
     RedisWriter,
     open_connection,
+    pubsub_replies,
     text,
 )
 
@@ -149,19 +149,8 @@ class NodeBus:
                 pass
 
     def _read_loop(self, conn: RedisConnection) -> None:
-        unanswered_pings = 0
         confirmed = 0
-        while not self._stopped.is_set():
-            if not conn.can_read(timeout=self.ping_interval):
-                if unanswered_pings >= 2:
-                    raise redis.exceptions.TimeoutError("Redis did not answer two pings")
-                conn.send_command("PING", check_health=False)
-                unanswered_pings += 1
-                continue
-            reply = conn.read_response()
-            unanswered_pings = 0
-            if not isinstance(reply, list):
-                continue
+        for reply in pubsub_replies(conn, stopped=self._stopped, ping_interval=self.ping_interval):
             kind = text(reply[0]).lower()
             if kind == "subscribe":
                 confirmed += 1

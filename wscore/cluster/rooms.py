@@ -36,7 +36,6 @@ from typing import Any
 import attrs
 import gevent
 import gevent.event
-import redis
 
 from wscore.cluster import scripts
 from wscore.cluster.errors import ClusterError
@@ -45,6 +44,8 @@ from wscore.cluster.writer import (
     RedisConnection,
     RedisWriter,
     open_connection,
+    pubsub_replies,
+    report_state,
     text,
     wait_result,
 )
@@ -302,18 +303,7 @@ class RoomSubscriber:
     def _read_loop(self) -> None:
         conn = self._conn
         assert conn is not None
-        unanswered_pings = 0
-        while not self._stopped.is_set():
-            if not conn.can_read(timeout=self.ping_interval):
-                if unanswered_pings >= 2:
-                    raise redis.exceptions.TimeoutError("Redis did not answer two pings")
-                conn.send_command("PING", check_health=False)
-                unanswered_pings += 1
-                continue
-            reply = conn.read_response()
-            unanswered_pings = 0  # whatever it read, the connection is alive
-            if not isinstance(reply, list):
-                continue  # "+PONG" when nothing is subscribed
+        for reply in pubsub_replies(conn, stopped=self._stopped, ping_interval=self.ping_interval):
             kind = text(reply[0]).lower()
             if kind == "message":
                 self._on_published(text(reply[1]), text(reply[2]))
@@ -405,8 +395,4 @@ class RoomSubscriber:
 
     def _set_up(self, up: bool) -> None:
         self._up = up
-        if self.on_state is not None:
-            try:
-                self.on_state(up)
-            except Exception:
-                log.exception("on_state callback failed")
+        report_state(self.on_state, up)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
 import gevent
@@ -416,11 +416,39 @@ class RedisWriter:
 
     def _set_up(self, up: bool) -> None:
         self._up = up
-        if self.on_state is not None:
-            try:
-                self.on_state(up)
-            except Exception:
-                log.exception("on_state callback failed")
+        report_state(self.on_state, up)
+
+
+def pubsub_replies(conn: Any, *, stopped: gevent.event.Event, ping_interval: float) -> Iterator[list[Any]]:
+    """The pub/sub replies (lists) read from ``conn`` until ``stopped`` is set.
+
+    A silent connection is checked: after ``ping_interval`` seconds with nothing
+    to read it is sent a PING, and two PINGs unanswered raise
+    ``redis.exceptions.TimeoutError`` (a half-open TCP connection would
+    otherwise look subscribed forever). Any reply counts as an answer; a
+    "+PONG" (not a list) is not yielded.
+    """
+    unanswered_pings = 0
+    while not stopped.is_set():
+        if not conn.can_read(timeout=ping_interval):
+            if unanswered_pings >= 2:
+                raise redis.exceptions.TimeoutError("Redis did not answer two pings")
+            conn.send_command("PING", check_health=False)
+            unanswered_pings += 1
+            continue
+        reply = conn.read_response()
+        unanswered_pings = 0  # whatever it read, the connection is alive
+        if isinstance(reply, list):
+            yield reply
+
+
+def report_state(callback: Callable[[bool], None] | None, up: bool) -> None:
+    """Tell ``callback`` (an ``on_state`` hook) whether the connection is ``up``; its failure is logged."""
+    if callback is not None:
+        try:
+            callback(up)
+        except Exception:
+            log.exception("on_state callback failed")
 
 
 def text(value: Any) -> str:
