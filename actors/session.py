@@ -179,9 +179,16 @@ class _StoreLost:
     kind: str
 
 
+@attrs.frozen
+class _GateOn:
+    """Self-message from a handler's actor: gate later writes on this publish's ``done``."""
+
+    done: Any
+
+
 _DRAIN = _Drain()
-# _out entry kinds: wait for a store write; write to a sink.
-_WAIT, _SEND, _BATCH, _CLOSE = 0, 1, 2, 3
+# _out entry kinds: wait for a store write; write to a sink; submit the inbound position.
+_WAIT, _SEND, _BATCH, _CLOSE, _INBOUND = 0, 1, 2, 3, 4
 _ACK_EVENT = SysEvent.ACK.value
 _NOT_MEMBER = 1 << 62
 
@@ -214,6 +221,9 @@ class SessionActor(GeventActor):
         self._data_json = "{}"
         self._acked_stored = 0
         self._inbound_stored = 0
+        #: Store writes another actor submits for this session and not done yet (a room
+        #: behaviour's publish): they are not ordered with this session's own writes.
+        self._unordered = 0
         #: The last inbox position in this session's log (pushes, with a store).
         self.inbox_cursor = 0
         self._inbox_reading = False
@@ -303,6 +313,16 @@ class SessionActor(GeventActor):
         self._out.append((_WAIT, future, None, None))
         future.rawlink(self._store_done)
 
+    def _gate_unordered(self, future: Any) -> None:
+        """:meth:`_gate` on a store write another actor submits (see ``_unordered``)."""
+        self._unordered += 1
+
+        def settled(_: Any) -> None:
+            self._unordered -= 1
+
+        future.rawlink(settled)
+        self._gate(future)
+
     def _store_done(self, future: Any) -> None:
         # Runs in the hub when a store write completes. The common case — the actor is
         # idle and the write succeeded — writes what waited right here (as ``offer``
@@ -360,6 +380,18 @@ class SessionActor(GeventActor):
                     return True
                 out.popleft()
                 continue
+            if kind == _INBOUND:
+                if inline:
+                    return False  # a store write: the actor submits it
+                out.popleft()
+                if self._gone or self.store is None:
+                    continue
+                # Every write before it is done (the publishes of the frames it covers
+                # among them): only now may Redis say those frames ran.
+                future = self.store.record_inbound(self.view.id, self.epoch, x)
+                out.appendleft((_WAIT, future, None, None))
+                future.rawlink(self._store_done)
+                continue
             out.popleft()
             self._write(x, kind, a, b)
         if self._dropping is not None:
@@ -383,6 +415,11 @@ class SessionActor(GeventActor):
                 sink.close(CLOSE_SERVICE_RESTART, "session store unavailable; reconnect")
             self.sink = None
         self._finish_drop()
+
+    def _on_gate_on(self, msg: _GateOn) -> None:
+        if self._gone:
+            return
+        self._gate_unordered(msg.done)
 
     def _on_store_lost(self, msg: _StoreLost) -> None:
         self._store_failed(msg.kind, "lease renewal refused")
@@ -768,7 +805,15 @@ class SessionActor(GeventActor):
             # Stored before the sys.ack goes out: an acknowledged frame never runs twice,
             # and its replies (stored before this write) are in the log (SPEC §6).
             self._inbound_stored = highest
-            self._gate(store.record_inbound(self.view.id, self.epoch, highest))
+            if self._unordered:
+                # A room behaviour's publish of one of these frames is submitted by the
+                # room's actor, not ordered with this session's writes: a node crash
+                # must not leave Redis saying the frame ran when its broadcast never
+                # reached Redis (the client, never acknowledged, re-sends it to a node
+                # that would skip it). So the position waits for what came before.
+                self._out.append((_INBOUND, highest, None, None))
+            else:
+                self._gate(store.record_inbound(self.view.id, self.epoch, highest))
         self._carry_out(self.protocol.flush_ack(wall=self.env.wall_clock()))
 
     # -- running handlers --------------------------------------------------------------------
@@ -830,12 +875,12 @@ class SessionActor(GeventActor):
                 return
             # The room's actor runs on_message first, then publishes: ``done`` says when.
             done = gevent.event.AsyncResult()
+            self._gate_unordered(done)
             try:
                 self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude,
                                                    self.view.id, done))
             except pykka.ActorDeadError as exc:  # the node is stopping
                 done.set_exception(exc)
-            self._gate(done)
             return
         self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
 
@@ -876,9 +921,21 @@ class SessionActor(GeventActor):
         def push(frame: EncodedFrame) -> None:
             ref.tell(SessionOutbound(frame))
 
+        store = self.store
+
         def route_room(room_id: str, frame: EncodedFrame, event: str, payload: Any,
                        exclude: str | None) -> None:
-            router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, sender))
+            # Runs in the handler's actor. With a store the session gates its reply (told
+            # after this) on the publish, as for a handler run in the session itself.
+            done = gevent.event.AsyncResult() if store is not None else None
+            if done is not None:
+                ref.tell(_GateOn(done))
+            try:
+                router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, sender, done))
+            except pykka.ActorDeadError as exc:
+                if done is not None:
+                    done.set_exception(exc)
+                raise
 
         ctx = WsContext(env, self.view, push=push, route_room=route_room, now_ms=self._now_ms)
         spec.actor_ref.tell(RunHandler(token, spec.fn, ctx, ref))
@@ -924,6 +981,7 @@ _DISPATCH: dict[type, Callable[[SessionActor, Any], Any]] = {
     Deliver: SessionActor._on_deliver,
     SessionOutbound: SessionActor._on_deliver,
     _FlushAck: SessionActor._on_flush_ack,
+    _GateOn: SessionActor._on_gate_on,
     Attach: SessionActor._on_attach,
     Detach: SessionActor._on_detach,
     Unparseable: SessionActor._on_unparseable,

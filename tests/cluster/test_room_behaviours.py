@@ -12,10 +12,20 @@ from typing import Any
 
 import gevent.event
 import pytest
+from clusterapp import build
 from redisproc import RedisServer
 from wshelpers import RawClient, wait_for
 
-from wscore import RoomHandle, RoomMessage, WsRoomBehaviour, WsServer
+from wscore import (
+    RoomHandle,
+    RoomMessage,
+    WsActorController,
+    WsContext,
+    WsRoomBehaviour,
+    WsServer,
+    WsServerConfig,
+)
+from wscore.cluster import scripts
 
 Node = Callable[..., WsServer]
 
@@ -99,6 +109,13 @@ class Peer:
             frame = self.backlog.pop(0) if self.backlog else self.client.recv()
             if frame["e"] == event:
                 assert "s" in frame, frame
+                return frame
+
+    def next_event(self, event: str) -> dict[str, Any]:
+        """The next frame named ``event``, numbered or not (others skipped)."""
+        while True:
+            frame = self.backlog.pop(0) if self.backlog else self.client.recv()
+            if frame["e"] == event:
                 return frame
 
     def said(self, count: int) -> list[str]:
@@ -209,3 +226,71 @@ def test_a_reply_waits_for_its_broadcasts_publish_through_the_behaviour(
     with pytest.raises(ConnectionAbortedError, match="1012"):
         peer.client.recv()
     assert [c["text"] for c in calls] == ["lost"]
+
+
+def test_the_inbound_position_waits_for_the_publish_of_what_the_frame_broadcast(
+        nodes: tuple[WsServer, WsServer], raw: Callable[..., RawClient], redis_server: RedisServer,
+        hold: tuple[gevent.event.Event, gevent.event.Event]) -> None:
+    # The room's actor publishes after on_message: that write is not ordered with the
+    # session's own. Were the frame's position stored first, a node crash in between
+    # would leave Redis saying frame 1 ran while its broadcast never reached Redis, and
+    # the client (never acknowledged) re-sending it elsewhere would be skipped: a loss.
+    entered, release = hold
+    a, b = nodes
+    listener = Peer(raw(b.url + "?token=gus"))
+    listener.join("loud:7")
+    sender = Peer(raw(a.url + "?token=hal"))
+    executed: list[str] = []  # the scripts Redis runs, in the order it runs them (MONITOR)
+    watching = gevent.event.Event()
+
+    def monitor() -> None:
+        with redis_server.admin().monitor() as m:
+            watching.set()
+            for command in m.listen():
+                executed.append(command["command"])
+
+    watcher = gevent.spawn(monitor)
+    try:
+        assert watching.wait(5)
+        sender.client.send({"e": "say", "p": {"room": "loud:7", "text": "hold"}, "s": 1})
+        assert entered.wait(5), "on_message never ran"
+        release.set()
+        assert listener.said(1) == ["HOLD"]
+        assert sender.next_event("sys.ack")["p"]["s"] >= 1
+        wait_for(lambda: any(scripts.ACCEPT_INBOUND.sha in c for c in executed), what="the position write")
+    finally:
+        watcher.kill()
+    order = [c for c in executed if scripts.PUBLISH.sha in c or scripts.ACCEPT_INBOUND.sha in c]
+    assert scripts.PUBLISH.sha in order[0] and scripts.ACCEPT_INBOUND.sha in order[-1], order
+
+
+class Announcer(WsActorController):
+    """A handler run in its own actor that broadcasts to a room (no behaviour there)."""
+
+    def register(self, server: WsServer) -> None:
+        server.on("announce", self.announce)
+
+    def announce(self, ctx: WsContext) -> Any:
+        ctx.broadcast_to_room(ctx.payload["room"], "announced", ctx.payload["text"], include_self=True)
+        return True
+
+
+def test_a_reply_from_an_actor_handler_waits_for_its_broadcasts_publish(
+        redis_server: RedisServer, raw: Callable[..., RawClient]) -> None:
+    node = build(WsServerConfig.dev(host="127.0.0.1", port=0, redis_url=redis_server.url,
+                                    session_ttl=60.0, shutdown_timeout=2.0))
+    node.register_controller(Announcer())
+    node.start()
+    try:
+        redis_server.admin().set("wscore:r:plain:broken:m", "not a room")  # its publish fails
+        peer = Peer(raw(node.url + "?token=ivy"))
+        peer.client.send({"e": "announce", "p": {"room": "plain:broken", "text": "x"}, "c": "a"})
+        # No ack for a reply whose broadcast was not stored: the session is dropped (1012).
+        with pytest.raises(ConnectionAbortedError, match="1012"):
+            peer.client.recv()
+        ok = Peer(raw(node.url + "?token=jo"))
+        ok.join("plain:fine")
+        assert ok.request("announce", {"room": "plain:fine", "text": "y"}, c="b") is True
+        assert ok.next("announced")["p"] == "y"
+    finally:
+        node.stop()
