@@ -140,6 +140,7 @@ def run_once(args: argparse.Namespace, n: int, redis: RedisServer) -> dict[str, 
         # wsbench is a child process (reaped by the run); the Python clients run in this one.
         who = resource.RUSAGE_CHILDREN if args.wsbench else resource.RUSAGE_SELF
         before = (time.monotonic(), cpu_seconds(server), cpu_seconds(redis_pid), resource.getrusage(who))
+        each_before = [cpu_seconds([pid]) for pid in server]
         if args.wsbench:
             result = run_wsbench(args.wsbench, args.clients, args.duration, args.warmup, port)
             out: dict[str, object] = {"generator": "wsbench", **result}
@@ -152,6 +153,10 @@ def run_once(args: argparse.Namespace, n: int, redis: RedisServer) -> dict[str, 
         return {"workers": n, "clients": args.clients, "cpus": os.cpu_count(), **out,
                 "cores_generator": round(generator / wall, 2),
                 "cores_server": round((cpu_seconds(server) - before[1]) / wall, 2),
+                # The supervisor first (it only supervises), then each worker: how evenly
+                # the shared listening socket spread the connections.
+                "cores_each": [round((cpu_seconds([pid]) - was) / wall, 2)
+                               for pid, was in zip(server, each_before, strict=True)],
                 "cores_redis": round((cpu_seconds(redis_pid) - before[2]) / wall, 2)}
     finally:
         proc.terminate()
