@@ -7,6 +7,7 @@ that framing (keep-alive, pipelining, chunked) is what is tested, not a library'
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,8 @@ from typing import Any
 import gevent
 import gevent.event
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wshelpers import RawClient, wait_for
 
 from wscore import WsServer
@@ -319,3 +322,59 @@ def test_a_websocket_upgrade_after_a_plain_request_on_one_connection(
     client = RawClient(f"ws://127.0.0.1:{server.port}/ws")
     assert client.recv()["e"] == "sys.connected"
     client.close()
+
+
+# -- properties: any framing, any mix, one live server --------------------------------------------------
+LIVE = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+bodies = st.binary(max_size=200)
+
+
+@st.composite
+def requests_on_one_connection(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    """(raw request, the body the app must see) × 1..4, each Content-Length or chunked (cut anywhere)."""
+    out = []
+    for i in range(draw(st.integers(1, 4))):
+        body = draw(bodies)
+        if draw(st.booleans()):
+            raw = request("POST", f"/r{i}", body)
+        else:
+            cuts = sorted(set(draw(st.lists(st.integers(1, max(len(body) - 1, 1)), max_size=4))))
+            parts = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if body[a:b]]
+            raw = request("POST", f"/r{i}", chunked(*parts), {"Transfer-Encoding": "chunked"})
+        out.append((raw, body))
+    return out
+
+
+@LIVE
+@given(batch=requests_on_one_connection(), tail=st.binary(max_size=60))
+def test_pipelined_bodies_of_any_framing_reach_the_app_in_order_then_garbage_is_refused(
+        mounted: Callable[..., WsServer], batch: list[tuple[bytes, bytes]], tail: bytes,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = _shared(mounted)
+    conn = HttpConn(server.port)
+    conn.send(b"".join(raw for raw, _ in batch) + tail)
+    for _raw, body in batch:
+        status, _, answer = conn.response()
+        assert status == 200 and json.loads(answer)["body"] == body.decode("latin-1")
+    if tail.strip():
+        # What follows is not a request: an answer (4xx/501, never 5xx otherwise) and a
+        # close, or a silent close (no head at all by the deadline), never a crash.
+        try:
+            status = conn.response()[0]
+        except (AssertionError, OSError):
+            status = None
+        assert status is None or (400 <= status < 500 or status == 501)
+    conn.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+_SERVERS: dict[int, WsServer] = {}
+
+
+def _shared(mounted: Callable[..., WsServer]) -> WsServer:
+    """One server for every example of a property (the fixture is per test, the examples many)."""
+    server = _SERVERS.get(id(mounted))
+    if server is None or server._state != "running":
+        server = _SERVERS[id(mounted)] = mounted(handshake_timeout=0.25)
+    return server
