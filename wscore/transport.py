@@ -522,10 +522,17 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         if upgrade:
             # What arrived after the head (frames a client sent before the 101) stays
             # readable for the WebSocket side; the request has no body (refused above).
+            # The connection is the WebSocket's from here: hold nothing of HTTP's.
             self.rfile = io.BytesIO(reader.take_buffered())
             self.close_connection = True
-        else:
-            self.rfile = reader
+            self.wscore_reader = None
+            self.socket.settimeout(_WRITE_TIMEOUT)
+            self.environ = self.get_environ()
+            self.application = server.application
+            del reader
+            self.handle_one_response()
+            return None
+        self.rfile = reader
         self.socket.settimeout(_WRITE_TIMEOUT)
         self.environ = self.get_environ()
         if self.wscore_chunked and not self._read_chunked_body():
