@@ -169,7 +169,9 @@ class WsServer:
 
         With Redis the push is stored in the session's inbox first, whichever node
         holds it (or none: it waits for the resume), and enters its stream exactly
-        once, in the order pushed (docs/scaling.md "Pushes across nodes").
+        once, in the order pushed (docs/scaling.md "Pushes across nodes"). If Redis
+        is known to be down it raises :class:`~wscore.WsError` 1011 (nothing was
+        sent; raised in a handler, the request that made the push gets it).
         """
         self._require_running()
         frame = encode_envelope(event, payload, now_ms=_now_ms())

@@ -14,7 +14,8 @@ from clusterapp import build
 from redisproc import RedisServer
 from wshelpers import RawClient, wait_for
 
-from wscore import WsServer, WsServerConfig
+from wscore import WsError, WsServer, WsServerConfig
+from wscore.protocol.codes import ErrorCode
 
 
 @pytest.fixture
@@ -70,6 +71,12 @@ def test_redis_unreachable_503_and_healthz_down_then_resume_when_back(
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
             RawClient(node.url + "?token=other")
         assert refused.value.status_code == 503
+        # A push that cannot be stored is refused to its caller, never silently "sent".
+        with pytest.raises(WsError) as refused_push:
+            node.send_to_session(sid, "told", "lost?")
+        assert refused_push.value.code == ErrorCode.INTERNAL_ERROR
+        with pytest.raises(WsError):
+            node.send_to_user("ivy", "told", "lost?")
         # A frame that cannot be stored is never sent: the session's connection closes 1012.
         c.send({"e": "count", "c": "2"})
         assert c.recv_close() == 1012

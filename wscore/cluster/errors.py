@@ -16,15 +16,22 @@ Split by *why* the operation did not happen::
 
 A caller answering a client maps ``SessionMissing`` and ``RedisDataLost`` on a
 resume to 1006 (``sessionNotFound``), never to a replay with a gap.
+
+One is a contract error (``WsError``) because application code meets it:
+:class:`PushNotStored`, raised by ``send_to_session``/``send_to_user`` with
+Redis when the push could not be stored (in a handler, the request that made
+it gets 1011, never a silent "sent").
 """
 
 from __future__ import annotations
 
-from wscore.errors import WsException
+from wscore.errors import WsError, WsException
+from wscore.protocol.codes import ErrorCode
 
 __all__ = [
     "ClusterError",
     "Fenced",
+    "PushNotStored",
     "RedisDataLost",
     "RedisUnavailable",
     "SequenceRefused",
@@ -59,3 +66,14 @@ class SessionMissing(ClusterError):
 
 class RedisDataLost(ClusterError):
     """Redis lost its data (restarted without persistence, or flushed) since this node started."""
+
+
+class PushNotStored(WsError):
+    """A push could not be stored in Redis (unavailable, or the writer's queue full): nothing was sent.
+
+    Its message is for clients (a handler's request gets it as 1011): it names
+    no host; the cause is chained (``__cause__``) and logged by the node.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.INTERNAL_ERROR, "the push was not stored (Redis is unavailable)")

@@ -38,7 +38,7 @@ import gevent
 import gevent.event
 
 from wscore.cluster.bus import NodeBus
-from wscore.cluster.errors import ClusterError, Fenced, RedisDataLost, SessionMissing
+from wscore.cluster.errors import ClusterError, Fenced, PushNotStored, RedisDataLost, SessionMissing
 from wscore.cluster.generation import Generation
 from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscriber
 from wscore.cluster.session_log import Claim, LogLimits, SessionLog
@@ -312,22 +312,25 @@ class ClusterNode:
         """Put a push into ``session_id``'s inbox (its owner, on any node, appends it).
 
         Unknown, ended or expired sessions: nothing happens (logged at debug).
-        Redis down or the writer full: the push is not stored (logged at warning).
+        Redis known down or the writer full: :class:`PushNotStored` at once (the
+        caller hears it; in a handler its request gets the error). A push whose
+        connection breaks after it was sent has an unknown outcome, as any
+        command: logged at warning.
         """
         try:
             future = self.log.push_nowait(session_id, body)
         except ClusterError as exc:
             log.warning("push to a session not stored (Redis): %s", exc)
-            return
+            raise PushNotStored() from exc
         future.rawlink(self._pushed)
 
     def push_user(self, user_id: str, body: str) -> None:
-        """Put a push into the inbox of every session of ``user_id`` (on every node)."""
+        """Put a push into the inbox of every session of ``user_id`` (on every node); as :meth:`push`."""
         try:
             future = self.log.push_user_nowait(user_id, body)
         except ClusterError as exc:
             log.warning("push to a user not stored (Redis): %s", exc)
-            return
+            raise PushNotStored() from exc
         future.rawlink(self._pushed)
 
     def _pushed(self, result: gevent.event.AsyncResult) -> None:
