@@ -15,13 +15,17 @@ Messages are the frozen attrs values of :mod:`actors.messages`; actors
 because every actor that is asked never asks anyone::
 
     connection reader greenlet ──▶ router, session   (open / claim / attach)
-    session (handler code)      ──▶ router, room      (rooms.members())
-    handler actor               ──▶ router, room      (rooms.members())
+    session (handler code)      ──▶ router, room      (rooms.members(); rooms.join()
+                                                        to a room with a behaviour)
+    handler actor               ──▶ router, room      (the same)
     server API, /healthz        ──▶ router, room
     router, room, connection    ──▶ nobody
 
 A session is never asked by an actor, so a session blocked in a handler can
-only delay its own client's attach, never deadlock.
+only delay its own client's attach, never deadlock. A join that a behaviour may
+refuse is asked through the router: :class:`~actors.messages.JoinRoom` carries
+an ``answer`` the router forwards (never waits on) and the room's actor resolves
+after ``on_join``; the room never waits on the session.
 """
 
 # The wscore package first: importing it makes the process gevent-ready (monkey

@@ -242,6 +242,18 @@ class EndSession:
 # -- to a room actor (always forwarded by the router) --------------------------------------
 @attrs.frozen
 class JoinRoom:
+    """Add ``session_id`` to the room (the router fills in the session's ref first).
+
+    ``answer`` (a ``gevent.event.AsyncResult`` or None) is how a join *waits*:
+    ``server.rooms.join`` of a :class:`wscore.WsSession` to a room with a
+    behaviour sends one and blocks on it. It is resolved with None once the
+    session is a member (or the join could not apply: the session is no longer
+    in the router's directory), and failed with the behaviour's ``WsError``
+    when ``on_join`` refused it (the session is not a member then), or with
+    ``pykka.ActorDeadError`` when the room's actor stopped or failed first.
+    Nobody else waits on a join: without an answer it is a plain tell.
+    """
+
     room_id: str
     session_id: str
     #: With Redis: the room's seq when the join was asked (see :class:`JoinedRoom`).
@@ -250,6 +262,7 @@ class JoinRoom:
     #: ``offer`` (see :meth:`actors.GeventActor.offer`).
     session_ref: Any = None
     session_offer: Any = None
+    answer: Any = None
 
 
 @attrs.frozen

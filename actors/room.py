@@ -13,7 +13,18 @@ Rules it keeps:
   routed message it reports :class:`RoomEmpty` with the number of routed
   messages it handled, and the router stops it only if nothing was routed to
   it since (no lost joins);
-* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time.
+* behaviour hooks (:class:`wscore.WsRoomBehaviour`) run here, one at a time;
+* a join is the one message a session may wait on (its ``answer``, sent by
+  ``server.rooms.join`` for a room with a behaviour): a new member is added,
+  ``on_join`` runs (it sees the joiner in ``room.members``; what it
+  broadcasts reaches the joiner only once admitted), and a ``WsError`` it
+  raises refuses the join — the member is removed again, the session is not
+  told :class:`JoinedRoom` (so nothing is stored, with Redis), the answer
+  carries the error, and a room left empty reports :class:`RoomEmpty`. Any
+  other exception is logged and the join stands. The asking handler waits
+  for what the room had queued before the join, plus the hook; the room
+  never waits on a session (it only tells and offers to one), so that wait
+  cannot deadlock.
 
 With Redis (``publish``, the router's :attr:`ClusterLinks.publish
 <actors.store.ClusterLinks.publish>`), every node with a local member has its
@@ -63,6 +74,7 @@ from wscore.actors.messages import (
 )
 from wscore.actors.store import split_room_wire
 from wscore.behaviours import RoomHandle, RoomMessage
+from wscore.errors import WsError
 from wscore.protocol.envelope import EncodedFrame, encode_envelope
 
 __all__ = ["RoomActor", "publish_room_message"]
@@ -100,10 +112,15 @@ def publish_room_message(publish: Callable[[str, str | None, str], Any], room_id
 
 
 def _fail_waiter(message: Any, reason: str) -> None:
-    """Fail a queued or failed broadcast's ``done`` (if it has one and is still pending)."""
-    done = getattr(message, "done", None) if isinstance(message, RoomBroadcast) else None
-    if done is not None and not done.ready():
-        done.set_exception(pykka.ActorDeadError(reason))
+    """Fail a queued or failed broadcast's ``done`` or join's ``answer`` (if pending)."""
+    if isinstance(message, RoomBroadcast):
+        waiter = message.done
+    elif isinstance(message, JoinRoom):
+        waiter = message.answer
+    else:
+        return
+    if waiter is not None and not waiter.ready():
+        waiter.set_exception(pykka.ActorDeadError(reason))
 
 
 class RoomActor(GeventActor):
@@ -121,6 +138,8 @@ class RoomActor(GeventActor):
         self.delivered = 0
         #: With Redis: the highest room seq delivered here.
         self.last_seq = 0
+        #: While ``on_join`` runs: (the joiner, the frames the hook sent it, held).
+        self._joining: tuple[str, list[Deliver]] | None = None
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomPublished):
@@ -142,7 +161,11 @@ class RoomActor(GeventActor):
             self._report_if_empty()
         elif isinstance(message, JoinRoom):
             self.handled += 1
-            self._join(message)
+            try:
+                self._join(message)
+            except BaseException:
+                _fail_waiter(message, f"room {self.room_id} failed")  # then the actor's failure
+                raise
         elif isinstance(message, LeaveRoom):
             self.handled += 1
             member = self.members.get(message.session_id)
@@ -157,11 +180,50 @@ class RoomActor(GeventActor):
         return None
 
     def _join(self, msg: JoinRoom) -> None:
-        new = msg.session_id not in self.members
-        self.members[msg.session_id] = (msg.session_ref, msg.session_offer)
-        tell_quietly(msg.session_ref, JoinedRoom(self.room_id, msg.cursor, self.last_seq))
+        session_id = msg.session_id
+        new = session_id not in self.members
+        member = (msg.session_ref, msg.session_offer)
+        self.members[session_id] = member
+        held: list[Deliver] = []
         if new and self.behaviour is not None:
-            self._hook("on_join", msg.session_id)
+            # The joiner is a member while on_join runs (room.members / size count it),
+            # but what the hook broadcasts is held for it until the verdict: a refused
+            # session receives nothing from the room.
+            refusal = self._on_join(session_id, held)
+            if refusal is not None:
+                del self.members[session_id]
+                if msg.answer is not None:
+                    msg.answer.set_exception(refusal)  # raised in the handler that asked
+                else:
+                    # Nobody waits (a join by session id, or a resumed session's rooms
+                    # rejoined on adoption): the session learns it is not a member.
+                    log.info("room %s: on_join refused a join (%s)", self.room_id, refusal)
+                    tell_quietly(msg.session_ref, LeftRoom(self.room_id))
+                self._report_if_empty()  # a refused first member leaves no actor behind
+                return
+        # JoinedRoom before the held frames: the session stores the membership (with
+        # Redis, its room cursor) before anything the room sends it.
+        tell_quietly(msg.session_ref, JoinedRoom(self.room_id, msg.cursor, self.last_seq))
+        if msg.answer is not None:
+            msg.answer.set(None)
+        for deliver in held:
+            if not offer_quietly(member[1], deliver):
+                del self.members[session_id]  # it ended meanwhile
+                self._report_if_empty()
+                break
+
+    def _on_join(self, session_id: str, held: list[Deliver]) -> WsError | None:
+        """Run ``on_join``: its ``WsError`` is a refusal; anything else is logged (the join stands)."""
+        self._joining = (session_id, held)
+        try:
+            self.behaviour.on_join(RoomHandle(self.room_id, self), session_id)
+        except WsError as refusal:
+            return refusal
+        except Exception:
+            log.exception("room behaviour %s.on_join raised", type(self.behaviour).__name__)
+        finally:
+            self._joining = None
+        return None
 
     def _leave(self, session_id: str) -> None:
         member = self.members.pop(session_id, None)
@@ -271,5 +333,9 @@ class RoomActor(GeventActor):
             publish_room_message(self.publish, self.room_id, None, frame.body)
             return
         deliver = Deliver(frame)
-        for _ref, offer in list(self.members.values()):
-            offer_quietly(offer, deliver)
+        joining = self._joining
+        for session_id, (_ref, offer) in list(self.members.items()):
+            if joining is not None and session_id == joining[0]:
+                joining[1].append(deliver)  # on_join's joiner: only once it is admitted
+            else:
+                offer_quietly(offer, deliver)

@@ -29,12 +29,11 @@ Rules it keeps:
   to it after that report (compare counters), so a join racing the room's
   end is never lost.
 
-Who may wait on whom (the whole graph; arrows are asks)::
-
-    connection reader greenlet ──▶ router, session
-    server API / HTTP greenlets ─▶ router, room
-    session, room, router, connection actors ─▶ nobody
-    handler actor ──────────────▶ room (members()), router (FindRoom)
+Who may wait on whom: the graph in :mod:`actors` (docs/architecture.md).
+The router is asked, and forwards a join's ``answer`` (a session waiting in
+``server.rooms.join``) to the room's actor, which resolves it; the router
+itself never waits on it (it answers at once only when the session is no
+longer in its directory, or the room's actor is dead).
 """
 
 from __future__ import annotations
@@ -270,18 +269,27 @@ class RouterActor(GeventActor):
     def _join(self, msg: JoinRoom) -> None:
         session = self.sessions.get(msg.session_id)
         if session is None:
-            return  # the session ended meanwhile
+            # The session ended (or was handed over) meanwhile: there is nothing to join
+            # and nobody its request's reply could reach, so no refusal either.
+            if msg.answer is not None:
+                msg.answer.set(None)
+            return
         cursor = msg.cursor
-        msg = JoinRoom(msg.room_id, msg.session_id, cursor, session.ref, session.offer)
+        msg = attrs.evolve(msg, session_ref=session.ref, session_offer=session.offer)
         entry = self.rooms.get(msg.room_id)
         if entry is None:
             entry = self._start_room(msg.room_id, self._behaviour_for(msg.room_id))
         if self.links is not None and not entry.subscribed:
             # The first local member (the actor may exist already, started for a broadcast).
+            # A join its behaviour refuses leaves the room empty: RoomEmpty unsubscribes.
             self.links.subscribe(msg.room_id, cursor)
             entry.subscribed = True
         entry.routed += 1
-        tell_quietly(entry.ref, msg)
+        try:
+            entry.ref.tell(msg)
+        except pykka.ActorDeadError as exc:
+            if msg.answer is not None:
+                msg.answer.set_exception(exc)  # never leave the joining handler waiting
 
     def _start_room(self, room_id: str, behaviour: Any) -> _RoomEntry:
         publish = self.links.publish if self.links is not None else None

@@ -221,6 +221,8 @@ class SessionActor(GeventActor):
         self._data_json = "{}"
         self._acked_stored = 0
         self._inbound_stored = 0
+        #: The highest seq appended to the store (every numbered frame is, before it is sent).
+        self._appended = 0
         #: Store writes another actor submits for this session and not done yet (a room
         #: behaviour's publish): they are not ordered with this session's own writes.
         self._unordered = 0
@@ -245,6 +247,7 @@ class SessionActor(GeventActor):
         self.protocol.inbound.highest = h.inbound
         self._acked_stored = h.resume_from
         self._inbound_stored = h.inbound
+        self._appended = stream.last_seq
         if isinstance(h.data, dict):
             self.view.data = h.data
         self._data_json = json.dumps(self.view.data)
@@ -485,6 +488,8 @@ class SessionActor(GeventActor):
 
     # -- carrying out the protocol's actions ---------------------------------------------------
     def _carry_out(self, actions: list[Action]) -> None:
+        if self.store is not None and self.protocol.stream.last_seq > self._appended:
+            self._append_numbered()
         for action in actions:
             kind = type(action)
             if kind is Send:
@@ -513,6 +518,27 @@ class SessionActor(GeventActor):
             elif kind is End:
                 assert isinstance(action, End)
                 self._ended(action.reason)
+
+    def _append_numbered(self) -> None:
+        """With a store: append the frames the protocol core numbered itself (a ``sys.error``,
+        the ``sys.auth`` reply), gating their writes like :meth:`_push`'s (store before send).
+
+        Without this, such a frame reached the socket unstored, and the next append found
+        a gap in the log and dropped the session (1012).
+        """
+        assert self.store is not None
+        stream = self.protocol.stream
+        first, last = self._appended + 1, stream.last_seq
+        self._appended = last
+        if self._gone:
+            return
+        for seq in range(first, last + 1):
+            wire = stream.recorded(seq)
+            if wire is None:
+                # Dropped from a full buffer already (not resumable): the store's log
+                # refuses the gap at the next append, which drops the session here.
+                continue
+            self._gate(self.store.append(self.view.id, self.epoch, seq, wire, None, 0, 0))
 
     def _sink_for(self, conn_id: int) -> FrameSink | None:
         sink = self.sink
@@ -613,7 +639,7 @@ class SessionActor(GeventActor):
         out = self.protocol.push(frame)
         store = self.store
         if store is not None:
-            seq = self.protocol.stream.last_seq
+            seq = self._appended = self.protocol.stream.last_seq
             wire = out if type(out) is str else frame.numbered(seq)
             self._gate(store.append(self.view.id, self.epoch, seq, wire, room, room_seq, inbox))
         if type(out) is str:

@@ -4,9 +4,9 @@
 * :class:`WsActorController` — a controller whose instance runs as its own
   actor: its handlers run one at a time (across all sessions), so it may keep
   mutable state without locks.
-* :class:`WsRoomBehaviour` — hooks on join, leave and message, run by the
-  room's own actor, one at a time. One instance per room (with Redis: per
-  room and node, see :class:`WsRoomBehaviour`).
+* :class:`WsRoomBehaviour` — hooks on join (which may refuse it), leave and
+  message, run by the room's own actor, one at a time. One instance per room
+  (with Redis: per room and node, see :class:`WsRoomBehaviour`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class WsRoomBehaviour:
       first local member (or a broadcast from this node, see below) and
       dropped with the last. Room state that must be shared across nodes
       belongs in Redis or the application's own store;
-    * ``on_join`` / ``on_leave`` run on the member's node;
+    * ``on_join`` / ``on_leave`` run on the member's node (a session that
+      ``on_join`` refused there is a member on no node);
     * ``on_message`` runs **once per broadcast**, on the node where the
       broadcast is made (the sending session's node, or the one calling
       ``server.rooms.broadcast``), before the message is published; what it
@@ -111,10 +112,22 @@ class WsRoomBehaviour:
     """
 
     def on_join(self, room: RoomHandle, session_id: str) -> None:
-        """A session joined the room (not called again for a repeated join).
+        """A session is joining the room (not called again for a repeated join).
 
-        A hook that raises is logged and the join stands: refusing a join from
-        here (SPEC §8) is not supported yet.
+        **Raise** :class:`wscore.WsError` **to refuse** (SPEC §8): the session
+        is not a member, and ``server.rooms.join`` raises that error in the
+        handler that called it, so the request that asked gets it as its
+        ``sys.error`` (a join by session id is not waited on: the refusal is
+        logged). While the hook runs the joiner is already counted in
+        ``room.members`` / ``room.size``; what the hook broadcasts reaches the
+        other members at once and the joiner only once admitted (a refused one
+        gets none of it; what the hook did before raising otherwise stands).
+        With Redis nothing of a refused join is stored. Any other exception is
+        logged and the join stands.
+
+        The hook must not call ``server.rooms.join`` with a ``WsSession`` for
+        a room with a behaviour (that waits on a room's actor; for this room,
+        on itself): join by session id from here.
         """
 
     def on_leave(self, room: RoomHandle, session_id: str) -> None:

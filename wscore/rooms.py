@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import gevent
+import gevent.event
 import pykka
 
 from wscore.actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
@@ -41,6 +43,22 @@ class Rooms:
         ``max_rooms_per_session`` rooms (raised in a handler, it answers the
         request that asked). A join by session id is checked by the session
         itself, which leaves a room over its cap.
+
+        **A room with a behaviour** (:meth:`set_behaviour`) may refuse the
+        join (SPEC §8): a :class:`WsSession`'s join then waits until the
+        room's actor has run ``on_join`` (a ``WsError`` it raises is raised
+        here, so a handler that does not catch it answers its request with
+        that error, and the session is not a member; with Redis nothing of
+        the join is stored). Waiting is safe from a handler (in the session's
+        actor, or a :class:`WsActorController`'s) and from any greenlet; not
+        from a behaviour hook (a room would wait on a room). A room that does
+        not answer within 10 s, or whose actor stopped first (the server is
+        stopping), raises ``WsError`` 1011; the join may still apply later. A
+        room without a behaviour is joined without waiting.
+
+        A join **by session id** never waits, so it may be made from anywhere,
+        a hook included: a refusal is logged (INFO) and the session is told it
+        is not a member.
         """
         room_id = _room_id(room_id)
         if isinstance(session, WsSession):
@@ -50,9 +68,20 @@ class Rooms:
                               f"a session may be in at most {cap} rooms",
                               {"limit": "max_rooms_per_session", "max": cap})
             cursor = self._server._room_cursor(room_id)
-            # Visible at once to the handler that asked; the room confirms it again.
-            session._rooms.add(room_id)
-            self._server._router.tell(JoinRoom(room_id, session.id, cursor))
+            if not self._has_behaviour(room_id):
+                # Visible at once to the handler that asked; the room confirms it again.
+                session._rooms.add(room_id)
+                self._server._router.tell(JoinRoom(room_id, session.id, cursor))
+                return
+            answer: gevent.event.AsyncResult[None] = gevent.event.AsyncResult()
+            self._server._router.tell(JoinRoom(room_id, session.id, cursor, answer=answer))
+            try:
+                answer.get(timeout=_ASK_TIMEOUT)  # on_join's WsError (a refusal) propagates
+            except (gevent.Timeout, pykka.ActorDeadError) as exc:
+                # Not listed: a JoinedRoom arriving later (the join applied after all) adds it.
+                raise WsError(ErrorCode.INTERNAL_ERROR,
+                              "the room did not answer the join") from exc
+            session._rooms.add(room_id)  # admitted; its JoinedRoom follows
         else:
             self._server._router.tell(JoinRoom(room_id, str(session),
                                                self._server._room_cursor(room_id)))

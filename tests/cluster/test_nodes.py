@@ -93,6 +93,29 @@ def test_resume_on_another_node_gets_every_missed_frame_once_with_data(
     assert reply["p"] == 3 and reply["s"] == seen + 6
 
 
+def test_a_numbered_sys_error_is_stored_before_it_is_sent_and_replayed_elsewhere(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    # The protocol core numbers a sys.error itself (1001, 1008 …): it must reach the log
+    # like any frame, or the next append finds a gap and the session is dropped (1012).
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=olga")
+    sid = connected(c)["sessionId"]
+    unknown = c.request("no.such.handler", 1, c="1")
+    assert unknown["e"] == "sys.error" and unknown["p"]["code"] == 1008 and unknown["s"] == 1
+    c.send_raw("not json")
+    garbage = c.recv()
+    assert garbage["e"] == "sys.error" and garbage["p"]["code"] == 1001 and garbage["s"] == 2
+    assert c.request("echo", "still here", c="2")["s"] == 3
+    assert _log_last(redis_server, sid) == 3  # sent only once stored
+    c.cut()
+    d = raw(b.url + f"?token=olga&session={sid}&last_seq=0")
+    assert connected(d)["resumed"] is True
+    replay = [d.recv() for _ in range(3)]
+    assert [(f["s"], f["e"], f.get("c")) for f in replay] == [
+        (1, "sys.error", "1"), (2, "sys.error", None), (3, "ack", "2")]
+    assert d.request("echo", "on b", c="3")["s"] == 4
+
+
 def _log_last(redis_server: RedisServer, sid: str) -> int:
     value = redis_server.admin().hget(f"wscore:s:{{{sid}}}:m", "last")
     return int(value) if value is not None else 0

@@ -17,14 +17,17 @@ from redisproc import RedisServer
 from wshelpers import RawClient, wait_for
 
 from wscore import (
+    ErrorCode,
     RoomHandle,
     RoomMessage,
     WsActorController,
     WsContext,
+    WsError,
     WsRoomBehaviour,
     WsServer,
     WsServerConfig,
 )
+from wscore.actors import FindRoom
 from wscore.cluster import scripts
 
 Node = Callable[..., WsServer]
@@ -204,9 +207,15 @@ def test_a_member_joining_while_a_broadcast_only_room_actor_runs_gets_the_room(
     a.rooms.broadcast("loud:5", "said", {"text": "hold"})
     assert entered.wait(5), "on_message never ran on node A"
     on_a = Peer(raw(a.url + "?token=eve"))
-    on_a.join("loud:5")  # reaches the actor started for the broadcast: it must subscribe now
-    assert a.stats()["rooms"] == 1  # asked after the join, so answered after it was routed
+    held = a._router.ask(FindRoom("loud:5"), timeout=5)  # the actor started for the broadcast
+    # The join reaches that actor (it must subscribe now). A join to a room with a
+    # behaviour waits for on_join's verdict, so its reply waits behind the held broadcast.
+    on_a.client.send({"e": "join", "p": {"room": "loud:5"}, "c": "join"})
+    wait_for(lambda: held.actor_inbox.qsize() == 1, what="the join queued behind the broadcast")
+    assert a.stats()["rooms"] == 1
     release.set()
+    assert on_a.client.recv_until(lambda f: f.get("c") == "join")["p"] is True
+    on_a.backlog.extend(on_a.client.skipped)
     assert on_b.said(1) == ["HOLD"]
     on_b.say("loud:5", "later")
     assert on_a.said(2) == ["HOLD", "LATER"]
@@ -294,3 +303,95 @@ def test_a_reply_from_an_actor_handler_waits_for_its_broadcasts_publish(
         assert ok.next("announced")["p"] == "y"
     finally:
         node.stop()
+
+
+class Guarded(WsRoomBehaviour):
+    """Admits the session ids on this node's ``allowed`` only; announces every attempt first."""
+
+    def __init__(self, allowed: set[str]) -> None:
+        self.allowed = allowed
+
+    def on_join(self, room: RoomHandle, session_id: str) -> None:
+        room.broadcast("room.joining", room.size)
+        if session_id not in self.allowed:
+            raise WsError(ErrorCode.VALIDATION_FAILED, "not on the room's list")
+        room.broadcast("welcome", room.size)
+
+
+@pytest.fixture
+def guarded(make_node: Node) -> tuple[WsServer, WsServer, set[str], set[str]]:
+    """Nodes A and B whose ``vip:`` rooms admit the session ids on that node's own list."""
+    a, b = make_node(), make_node()
+    on_a: set[str] = set()
+    on_b: set[str] = set()
+    a.rooms.set_behaviour(lambda room_id: Guarded(on_a), prefix="vip:")
+    b.rooms.set_behaviour(lambda room_id: Guarded(on_b), prefix="vip:")
+    return a, b, on_a, on_b
+
+
+def _stored_member(redis_server: RedisServer, room: str, sid: str) -> bool:
+    """Whether Redis holds ``sid`` as a member of ``room`` (the room's set or the session's record)."""
+    admin = redis_server.admin()
+    return bool(admin.sismember(f"wscore:r:{room}:members", sid)) or bool(
+        admin.hexists(f"wscore:s:{{{sid}}}:rooms", room))
+
+
+def test_a_join_refused_by_on_join_answers_the_request_and_stores_nothing(
+        guarded: tuple[WsServer, WsServer, set[str], set[str]], raw: Callable[..., RawClient],
+        redis_server: RedisServer) -> None:
+    a, b, on_a, on_b = guarded
+    member = Peer(raw(b.url + "?token=kim"))
+    on_b.add(member.session_id)
+    member.join("vip:r")
+    assert member.next("welcome")["p"] == 1
+    outsider = Peer(raw(a.url + "?token=lee"))
+    heard: list[str] = []
+
+    def ask(event: str, payload: Any, c: str) -> dict[str, Any]:
+        reply = outsider.client.request(event, payload, c=c)
+        heard.extend(f["e"] for f in outsider.client.skipped if f["e"] != "sys.ack")
+        return reply
+
+    refused = ask("join", {"room": "vip:r"}, c="j1")
+    assert refused["e"] == "sys.error" and refused["p"]["code"] == 1009
+    assert refused["p"]["message"] == "not on the room's list"
+    # Node A's actor for the room (and its subscription) goes with the refused joiner.
+    wait_for(lambda: a.stats()["rooms"] == 0, what="node A's room actor stopped")
+    # Its next reply is stored after anything the join could have written: nothing was.
+    assert ask("echo", 1, c="e1")["p"] == 1
+    assert not _stored_member(redis_server, "vip:r", outsider.session_id)
+    assert b.rooms.members("vip:r") == [member.session_id]
+    assert a.rooms.members("vip:r") == [member.session_id]
+
+    # A session node A admits joins next to it; the room's messages reach both
+    # members and never the refused session (on node A, ahead of its next reply).
+    insider = Peer(raw(a.url + "?token=max"))
+    on_a.add(insider.session_id)
+    insider.join("vip:r")
+    assert insider.next("welcome")["p"] == 1  # on_join ran on node A: its members only
+    member.say("vip:r", "members only")
+    assert insider.said(1) == ["members only"] and member.said(1) == ["members only"]
+    assert ask("echo", 2, c="e2")["p"] == 2
+    assert heard == []  # no room.joining, welcome or said, ever
+    assert sorted(b.rooms.members("vip:r")) == sorted([member.session_id, insider.session_id])
+
+
+def test_a_resumed_sessions_room_refused_on_the_new_node_is_left_in_redis(
+        guarded: tuple[WsServer, WsServer, set[str], set[str]], raw: Callable[..., RawClient],
+        redis_server: RedisServer) -> None:
+    a, b, _on_a, on_b = guarded
+    first = raw(b.url + "?token=ned")
+    peer = Peer(first)
+    on_b.add(peer.session_id)  # node B admits it; node A does not
+    peer.join("vip:s")
+    last = peer.next("welcome")["s"]
+    assert _stored_member(redis_server, "vip:s", peer.session_id)
+    first.cut()
+    # Resumed on node A, the session rejoins its rooms there: node A's on_join refuses
+    # (nobody waits on that join), so the session leaves the room, in Redis too.
+    resumed = raw(a.url + f"?token=ned&session={peer.session_id}&last_seq={last}")
+    assert resumed.recv()["p"]["resumed"] is True
+    wait_for(lambda: not _stored_member(redis_server, "vip:s", peer.session_id),
+             what="the refused room left in Redis")
+    assert a.rooms.members("vip:s") == []
+    wait_for(lambda: a.stats()["rooms"] == 0, what="node A's room actor stopped")

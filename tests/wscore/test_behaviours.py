@@ -179,3 +179,103 @@ def test_a_behaviour_factory_that_raises_fails_closed_and_the_server_carries_on(
     # other room carry on (the message after it arrives, the dropped one never does).
     assert b.recv_until(lambda f: f["e"] == "said")["p"] == "fine"
     assert server.rooms.members("bad:1") and server.stats()["rooms"] == 2
+
+
+class Guarded(WsRoomBehaviour):
+    """Admits the session ids on ``allowed`` only (SPEC §8: ``on_join`` refuses by raising).
+
+    It announces every attempt to the room first, so a refused joiner would see
+    that announcement if the room delivered to it; a session id in ``buggy``
+    makes the hook fail with a non-WsError (the join stands).
+    """
+
+    def __init__(self, allowed: set[str], buggy: set[str]) -> None:
+        self.allowed = allowed
+        self.buggy = buggy
+
+    def on_join(self, room: RoomHandle, session_id: str) -> None:
+        room.broadcast("room.joining", room.size)  # the joiner is counted while the hook runs
+        if session_id in self.buggy:
+            raise RuntimeError("behaviour bug")
+        if session_id not in self.allowed:
+            raise WsError(ErrorCode.VALIDATION_FAILED, "not on the room's list", {"fields": ["room"]})
+        room.broadcast("welcome", room.size)
+
+
+class Doorman(WsActorController):
+    """Joins from a handler run in its own actor (the join waits there)."""
+
+    def __init__(self, server: WsServer) -> None:
+        self.server = server
+
+    def register(self, server: WsServer) -> None:
+        server.on("actor.join", self.join)
+
+    def join(self, ctx: WsContext) -> Any:
+        self.server.rooms.join(ctx.payload, ctx.session)
+        return True
+
+
+def guarded_app(allowed: set[str], buggy: set[str]) -> Any:
+    def setup(server: WsServer) -> None:
+        rooms_app(server)
+        server.rooms.set_behaviour(lambda room_id: Guarded(allowed, buggy), prefix="vip:")
+        server.register_controller(Doorman(server))
+
+        @server.on("my_rooms")
+        def my_rooms(ctx: WsContext) -> Any:
+            return sorted(ctx.session.rooms)
+
+    return setup
+
+
+def test_on_join_refuses_a_join_with_a_wserror_that_answers_the_request(
+        make_server: Any, clients: Any) -> None:
+    allowed: set[str] = set()
+    buggy: set[str] = set()
+    server = make_server(setup=guarded_app(allowed, buggy))
+    outsider, member, clumsy = clients(server.url), clients(server.url), clients(server.url)
+    outsider_id = outsider.recv()["p"]["sessionId"]
+    allowed.add(member.recv()["p"]["sessionId"])
+    buggy.add(clumsy.recv()["p"]["sessionId"])
+    heard: list[str] = []  # every frame the outsider gets besides its requests' answers
+
+    def ask(event: str, payload: Any, c: str) -> dict[str, Any]:
+        reply = outsider.request(event, payload, c=c)
+        heard.extend(f["e"] for f in outsider.skipped)
+        return reply
+
+    # Refused while alone: the request gets on_join's error, and no room actor is left.
+    refused = ask("join", "vip:1", c="j1")
+    assert refused["e"] == "sys.error"
+    assert refused["p"]["code"] == 1009 and refused["p"]["message"] == "not on the room's list"
+    assert refused["p"]["details"] == {"fields": ["room"]}
+    assert ask("my_rooms", None, c="m1")["p"] == []  # its own view dropped the room
+    assert server.rooms.members("vip:1") == []
+    wait_for(lambda: server.stats()["rooms"] == 0, what="the refused room's actor stopped")
+
+    # An admitted session joins as before and gets on_join's greeting.
+    assert member.request("join", "vip:1", c="j2")["p"] is True
+    assert member.recv_until(lambda f: f["e"] == "welcome")["p"] == 1
+    assert member.request("my_rooms", c="m2")["p"] == ["vip:1"]
+    # Refused again, next to a member (and from a WsActorController's handler too).
+    assert ask("join", "vip:1", c="j3")["p"]["code"] == 1009
+    assert ask("actor.join", "vip:1", c="j4")["p"]["code"] == 1009
+    assert member.recv_until(lambda f: f["e"] == "room.joining")["p"] == 2  # counted during the hook
+    assert server.rooms.members("vip:1") == sorted(allowed)
+    assert server.stats()["rooms"] == 1
+    # A join by session id (server code) is refused the same way, without waiting.
+    server.rooms.join("vip:1", outsider_id)
+    assert server.rooms.members("vip:1") == sorted(allowed)  # asked after the join: its verdict
+
+    # The room's broadcasts never reach the refused session: once the member got one,
+    # the room has offered it to every member, ahead of the outsider's next request.
+    member.send({"e": "say", "p": {"room": "vip:1", "text": "members only"}})
+    assert member.recv_until(lambda f: f["e"] == "said")["p"] == "members only"
+    assert ask("my_rooms", None, c="m3")["p"] == []
+    assert heard == []  # no room.joining, welcome or said, ever
+
+    # A hook failing with anything but WsError is logged: the join stands.
+    assert clumsy.request("join", "vip:1", c="j5")["p"] is True
+    assert clumsy.request("my_rooms", c="m4")["p"] == ["vip:1"]
+    assert sorted(server.rooms.members("vip:1")) == sorted(allowed | buggy)

@@ -129,6 +129,13 @@ class OutgoingStream:
         """False once an unacknowledged frame was dropped after the last ack."""
         return self.dropped_through <= self.acked
 
+    def recorded(self, seq: int) -> str | None:
+        """The wire text of frame ``seq`` if it is still held (None: acknowledged or dropped)."""
+        index = seq - self.first_buffered
+        if 0 <= index < len(self._buffer):
+            return self._buffer[index]
+        return None
+
     def next_seq(self) -> int:
         """Assign the next sequence number (the caller then calls :meth:`record`)."""
         self.last_seq += 1

@@ -54,6 +54,14 @@ def test_replay_after_returns_exactly_the_unseen_frames_in_order() -> None:
     assert s.replay_after(10) == []
 
 
+def test_recorded_is_a_held_frame_by_seq_and_none_once_released_or_dropped() -> None:
+    s = OutgoingStream(max_buffered=3)
+    fill(s, 5)  # 1 and 2 dropped for space
+    assert [s.recorded(seq) for seq in range(0, 7)] == [None, None, None, "m3", "m4", "m5", None]
+    s.ack(4)
+    assert s.recorded(4) is None and s.recorded(5) == "m5"
+
+
 def test_ack_is_cumulative_and_capped() -> None:
     s = OutgoingStream(max_buffered=100)
     fill(s, 5)
