@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import attrs
 
@@ -49,8 +49,17 @@ def redacted_url(url: str) -> str:
     except ValueError:
         password = None
         parts = None
-    if parts is None or password is None:
-        return url if "@" not in url else "<a URL with credentials>"
+    if parts is None:
+        return url if "@" not in url and "pass" not in url.lower() else "<a URL with credentials>"
+    if parts.query:
+        # redis-py also takes ?password=… (and the like) in the query.
+        query = "&".join(f"{k}=***" if "pass" in k.lower() else (f"{k}={v}" if v else k)
+                         for k, v in parse_qsl(parts.query, keep_blank_values=True))
+        parts = parts._replace(query=query)
+    if password is None:
+        if "@" in parts.netloc:
+            return "<a URL with credentials>"
+        return urlunsplit(parts)
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -14,11 +14,16 @@ Time limits (slowloris guards; docs/spec.md "HTTP on the same port"):
   accept time, or the end of the previous response, plus ``handshake_timeout``),
   however slowly it trickles in;
 * a body must keep up an average of at least :data:`MIN_BODY_RATE` bytes per
-  second after ``grace`` seconds: the n-th byte is due ``grace + n /
-  MIN_BODY_RATE`` seconds after the head. A client that falls behind gets
-  :class:`BodyStalled` (a ``TimeoutError``); one dripping a byte every few
+  second after ``grace`` seconds, counted in the time reads spend *waiting for
+  the peer* (what the app does between reads, and data already waiting on the
+  socket, cost the peer nothing): reads may have waited ``grace + n /
+  MIN_BODY_RATE`` seconds in all by the n-th byte. A client that falls behind
+  gets :class:`BodyStalled` (a ``TimeoutError``); one dripping a byte every few
   seconds is cut after about ``grace`` seconds, while a 10 MiB upload needs
-  only 64 KiB/s to finish.
+  only 64 KiB/s to finish;
+* :meth:`ConnectionReader.limit_consumed` caps the bytes reads may take (a
+  chunked body's framing and trailers included): past it,
+  :class:`BodyTooLarge`.
 
 Every wait re-reads the clock after it (gevent timers can fire early). One
 recv asks for at most 64 KiB; nothing is buffered that no one asked for.
@@ -30,8 +35,8 @@ import re
 import socket
 import time
 
-__all__ = ["MIN_BODY_RATE", "BodyStalled", "ConnectionReader", "HeadAbandoned", "HeadTooLarge",
-           "HeadTimedOut"]
+__all__ = ["MIN_BODY_RATE", "BodyStalled", "BodyTooLarge", "ConnectionReader", "HeadAbandoned",
+           "HeadTimedOut", "HeadTooLarge"]
 
 #: Bytes per second a request body must average (after its grace) to keep its connection.
 MIN_BODY_RATE = 64 * 1024
@@ -61,6 +66,10 @@ class BodyStalled(TimeoutError):
     """A request body fell behind :data:`MIN_BODY_RATE` (after its grace)."""
 
 
+class BodyTooLarge(ValueError):
+    """Reads took more bytes than :meth:`ConnectionReader.limit_consumed` allows."""
+
+
 class ConnectionReader:
     """Buffered reads from one connection's socket (see the module docstring).
 
@@ -68,7 +77,8 @@ class ConnectionReader:
     connection carries no further request.
     """
 
-    __slots__ = ("_body_due", "_body_got", "_buf", "_sock", "closed", "write_timeout")
+    __slots__ = ("_body_blocked", "_body_got", "_body_grace", "_buf", "_consume_left", "_sock", "closed",
+                 "write_timeout")
 
     def __init__(self, sock: socket.socket, *, write_timeout: float | None = None) -> None:
         self._sock = sock
@@ -77,9 +87,12 @@ class ConnectionReader:
         self.write_timeout = write_timeout
         self._buf = bytearray()
         self.closed = False
-        #: (start, grace) of the body being read, or None: reads wait on no body clock.
-        self._body_due: tuple[float, float] | None = None
+        #: The body clock: its grace, the seconds reads have waited and the bytes they got.
+        self._body_grace = _DEFAULT_GRACE
+        self._body_blocked = 0.0
         self._body_got = 0
+        #: Bytes reads may still take (None: no cap).
+        self._consume_left: int | None = None
 
     # -- request heads -------------------------------------------------------------------------------
     def read_head(self, *, deadline: float, max_line: int, max_header_bytes: int) -> bytes:
@@ -95,6 +108,10 @@ class ConnectionReader:
         scanned = 0
         line_end = -1
         while True:
+            # RFC 9112 §2.2: ignore blank lines before a request line (an old client's
+            # extra CRLF after a body).
+            while buf[:2] == b"\r\n" or buf[:1] == b"\n":
+                del buf[: 2 if buf[:1] == b"\r" else 1]
             found = _HEAD_END.search(buf, max(scanned - 3, 0))
             if line_end < 0:
                 line_end = buf.find(b"\n")
@@ -133,12 +150,26 @@ class ConnectionReader:
 
     # -- request bodies (the rfile of gevent's pywsgi.Input) ------------------------------------------------
     def start_body(self, *, grace: float) -> None:
-        """From now, reads wait on the body clock (see the module docstring)."""
-        self._body_due = (time.monotonic(), grace)
+        """From now, reads wait on a fresh body clock (see the module docstring)."""
+        self._body_grace = grace
+        self._body_blocked = 0.0
         self._body_got = 0
 
     def end_body(self) -> None:
-        self._body_due = None
+        self.start_body(grace=_DEFAULT_GRACE)
+        self._consume_left = None
+
+    def limit_consumed(self, limit: int | None) -> None:
+        """Reads from now may take at most ``limit`` bytes in all (None: no cap)."""
+        self._consume_left = limit
+
+    def _consume(self, n: int) -> None:
+        left = self._consume_left
+        if left is not None:
+            if n > left:
+                self.closed = True
+                raise BodyTooLarge("the request took more bytes than allowed")
+            self._consume_left = left - n
 
     def read(self, size: int = -1) -> bytes:
         """``size`` bytes (fewer only at end of stream); ``-1``: until the peer closes."""
@@ -146,12 +177,10 @@ class ConnectionReader:
         while size < 0 or len(buf) < size:
             if not self._recv_body():
                 break
-        if size < 0 or size >= len(buf):
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:size])
-            del buf[:size]
+        n = len(buf) if size < 0 or size >= len(buf) else size
+        self._consume(n)
+        data = bytes(buf[:n])
+        del buf[:n]
         return data
 
     def readline(self, size: int = -1) -> bytes:
@@ -172,31 +201,54 @@ class ConnectionReader:
                 break
         if 0 <= size < n:
             n = size
+        self._consume(n)
         data = bytes(buf[:n])
         del buf[:n]
         return data
 
     def _recv_body(self) -> bool:
-        due = self._body_due
-        if due is None:  # read without start_body(): the strictest clock, never none
-            due = self._body_due = (time.monotonic(), _DEFAULT_GRACE)
-        start, grace = due
-        deadline = start + grace + (self._body_got + 1) / MIN_BODY_RATE
+        # What the peer may still take to send the next byte: the grace plus its share
+        # of the rate, less what reads have waited for it so far.
+        budget = self._body_grace + (self._body_got + 1) / MIN_BODY_RATE - self._body_blocked
         before = len(self._buf)
+        started = time.monotonic()
         try:
-            got = self._recv(deadline)
+            got = self._recv(started + budget, try_first=True)
         except TimeoutError:
             self.closed = True
             raise BodyStalled("the request body fell behind the minimum rate") from None
+        finally:
+            self._body_blocked += time.monotonic() - started
         self._body_got += len(self._buf) - before
         return got
 
     # -- the socket ----------------------------------------------------------------------------
-    def _recv(self, deadline: float) -> bool:
-        """One recv into the buffer: False at end of stream. ``TimeoutError`` past ``deadline``."""
+    def _recv(self, deadline: float, *, try_first: bool = False) -> bool:
+        """One recv into the buffer: False at end of stream. ``TimeoutError`` past ``deadline``.
+
+        ``try_first``: what is already waiting on the socket is taken even past the
+        deadline (only waiting is bounded).
+        """
         if self.closed:
             return False
         sock = self._sock
+        if try_first:
+            sock.settimeout(0.0)
+            try:
+                chunk = sock.recv(_RECV)
+            except (BlockingIOError, TimeoutError):
+                chunk = None
+            except OSError:
+                self.closed = True
+                raise
+            finally:
+                sock.settimeout(self.write_timeout)
+            if chunk is not None:
+                if not chunk:
+                    self.closed = True
+                    return False
+                self._buf += chunk
+                return True
         while True:
             # A deadline, not an idle timeout: every wait is bounded by the time
             # left, and the clock is re-read after it.

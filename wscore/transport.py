@@ -40,7 +40,14 @@ from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
 from wscore.errors import ConnectionClosed
-from wscore.http_reader import BodyStalled, ConnectionReader, HeadAbandoned, HeadTimedOut, HeadTooLarge
+from wscore.http_reader import (
+    BodyStalled,
+    BodyTooLarge,
+    ConnectionReader,
+    HeadAbandoned,
+    HeadTimedOut,
+    HeadTooLarge,
+)
 from wscore.protocol import frames
 from wscore.protocol.codes import ErrorCode
 from wscore.protocol.session import TokenBucket
@@ -559,6 +566,9 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         reader = self.wscore_reader
         assert reader is not None
         reader.start_body(grace=self.server.wscore_handshake_timeout)
+        # The framing (size lines, extensions, trailers) counts too, or a client could
+        # feed trailer lines for ever: allow twice the body and 64 KiB of it on the wire.
+        reader.limit_consumed(2 * limit + 65536)
         parts: list[bytes] = []
         size = 0
         try:
@@ -571,6 +581,9 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
                 parts.append(chunk)
         except BodyStalled:
             self._refuse(_Refusal("408 Request Timeout", "the request body did not arrive in time"))
+            return False
+        except BodyTooLarge:
+            self._refuse(_Refusal("413 Content Too Large", "request body too large"))
             return False
         except (ValueError, OSError):  # pywsgi's _InvalidClientInput is an IOError
             self._refuse(_Refusal("400 Bad Request", "malformed chunked body"))
@@ -682,6 +695,10 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         return length, chunked
 
     def start_response(self, status: Any, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self.request_version == "HTTP/1.0" and not any(k.lower() == "content-length" for k, _ in headers):
+            # HTTP/1.0 has no chunked framing: a body without a length ends with the
+            # connection, so this one cannot carry another response.
+            self.close_connection = True
         # A connection that ends after this response says so, so that a keep-alive
         # client does not take the close that follows for an error.
         if (self.close_connection or self.server.wscore_stopping) and not str(status).startswith("101") \
@@ -751,6 +768,12 @@ class _Handler(WebSocketHandler):  # type: ignore[misc]
         return ("400", _response("400 Bad Request", "invalid request"))
 
     def _log_error(self, t: Any, v: Any, tb: Any) -> None:
+        reader = self.wscore_reader
+        if (reader is not None and reader.closed) or (issubclass(t, TimeoutError) and self.headers_sent):
+            # The peer's doing (it left mid-body, or stopped reading our response for
+            # the write timeout): one DEBUG line. The app's own errors keep their traceback.
+            log.debug("request from %s ended by the client: %s", self._peer_host(), t.__name__)
+            return
         # Our own bug (the WSGI app raised): a traceback, but not the environ, whose
         # QUERY_STRING carries tokens and session ids (the hub's handler would print it).
         if not issubclass(t, gevent.GreenletExit):

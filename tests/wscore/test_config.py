@@ -17,6 +17,8 @@ from wscore.errors import ConfigError
     ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
     ("rediss://app:hunter2@cache:6380/1", "rediss://app:***@cache:6380/1"),
     ("redis://hunter2@cache/0", "<a URL with credentials>"),
+    ("redis://cache:6379/0?password=hunter2&db=1", "redis://cache:6379/0?password=***&db=1"),
+    ("redis://app:hunter2@cache/0?socket_timeout=5", "redis://app:***@cache/0?socket_timeout=5"),
 ])
 def test_a_redis_password_is_never_shown(url: str, shown: str) -> None:
     assert redacted_url(url) == shown

@@ -114,12 +114,16 @@ class EchoApp:
     def __init__(self) -> None:
         self.calls = 0
         self.release = gevent.event.Event()
+        self.busy = gevent.event.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         self.calls += 1
         if environ["PATH_INFO"] == "/stream":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return self._stream()
+        if environ["PATH_INFO"] == "/busy-first":
+            # The app's own work before it reads the body costs the client nothing.
+            self.busy.wait(10)
         body = environ["wsgi.input"].read()
         data = json.dumps({"method": environ["REQUEST_METHOD"], "length": environ.get("CONTENT_LENGTH"),
                            "body": body.decode("latin-1")}).encode()
@@ -378,3 +382,63 @@ def _shared(mounted: Callable[..., WsServer]) -> WsServer:
     if server is None or server._state != "running":
         server = _SERVERS[id(mounted)] = mounted(handshake_timeout=0.25)
     return server
+
+
+def test_a_chunked_body_s_framing_counts_against_the_limit(mounted: Callable[..., WsServer],
+                                                           app: EchoApp) -> None:
+    # Trailer lines carry no body bytes: without a bound on the wire, a client could
+    # feed them for ever (one core busy parsing them byte by byte).
+    conn = HttpConn(mounted(max_http_body_bytes=1000).port)
+    conn.send(request("POST", "/echo", headers={"Transfer-Encoding": "chunked"}) + b"1\r\nx\r\n0\r\n")
+    try:
+        for _ in range(200):
+            conn.send(b"X-Trailer: " + b"y" * 1000 + b"\r\n")
+    except OSError:
+        pass  # refused part-way: the answer is already there
+    status, _, body = conn.response()
+    assert (status, json.loads(body)) == (413, {"error": "request body too large"}) and app.calls == 0
+    conn.close()
+
+
+def test_time_the_app_spends_before_reading_is_not_the_clients(mounted: Callable[..., WsServer],
+                                                               app: EchoApp) -> None:
+    conn = HttpConn(mounted(handshake_timeout=0.3).port)
+    body = b"z" * 200_000  # sent at once: it waits in the socket while the app is busy
+    conn.send(request("POST", "/busy-first", body))
+    wait_for(lambda: app.calls == 1, what="the app to start")
+    gevent.sleep(1.0)  # the app's work: well past the body's grace
+    app.busy.set()
+    status, _, answer = conn.response()
+    assert status == 200 and len(json.loads(answer)["body"]) == len(body)
+    conn.close()
+
+
+def test_http_1_0_keep_alive_with_an_unframed_response_closes(mounted: Callable[..., WsServer],
+                                                              app: EchoApp) -> None:
+    # HTTP/1.0 has no chunked framing: a response without a length ends with the connection.
+    app.release.set()
+    conn = HttpConn(mounted().port)
+    conn.send(request("GET", "/stream", headers={"Connection": "keep-alive"}, version="HTTP/1.0")
+              + request("GET", "/x", headers={"Connection": "keep-alive"}, version="HTTP/1.0"))
+    status, headers, body = conn.response()
+    assert status == 200 and headers["connection"] == "close" and body == b"first;second"
+    conn.close()
+
+
+def test_a_client_that_leaves_mid_body_is_not_an_error(mounted: Callable[..., WsServer], app: EchoApp,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    server = mounted()
+    conn = HttpConn(server.port)
+    conn.send(request("POST", "/echo", headers={"Content-Length": "1000"}) + b"only part")
+    wait_for(lambda: app.calls == 1, what="the app to read")
+    conn.close()
+    wait_for(lambda: server._transport.pending_connections == 0,  # type: ignore[union-attr]
+             what="the connection to end")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_blank_line_before_a_keep_alive_request_is_ignored(mounted: Callable[..., WsServer]) -> None:
+    conn = HttpConn(mounted().port)
+    conn.send(request("POST", "/a", b"one") + b"\r\n" + request("GET", "/b"))
+    assert conn.response()[0] == 200 and conn.response()[0] == 200
+    conn.close()
