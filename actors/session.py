@@ -208,6 +208,8 @@ class SessionActor(GeventActor):
         self.sink: FrameSink | None = None
         self.busy_token: int | None = None
         self.deferred: deque[ClientFrame] = deque()
+        #: A sys.ack came due while an actor handler ran: it waits for the handler's end.
+        self._flush_after_handler = False
         self.conn_info: Any = None
         # -- durability (a store: Redis) --------------------------------------------------
         self.store = env.store
@@ -223,8 +225,10 @@ class SessionActor(GeventActor):
         self._inbound_stored = 0
         #: The highest seq appended to the store (every numbered frame is, before it is sent).
         self._appended = 0
-        #: Store writes another actor submits for this session and not done yet (a room
-        #: behaviour's publish): they are not ordered with this session's own writes.
+        #: Store writes another actor submits for this session (a room behaviour's publish,
+        #: an actor handler's broadcast) not known to have succeeded: they are not ordered
+        #: with this session's own writes. A failed one is never uncounted (it drops the
+        #: session once the drain reaches it), so nothing stores the inbound position past it.
         self._unordered = 0
         #: The last inbox position in this session's log (pushes, with a store).
         self.inbox_cursor = 0
@@ -320,8 +324,9 @@ class SessionActor(GeventActor):
         """:meth:`_gate` on a store write another actor submits (see ``_unordered``)."""
         self._unordered += 1
 
-        def settled(_: Any) -> None:
-            self._unordered -= 1
+        def settled(done: Any) -> None:
+            if done.successful():
+                self._unordered -= 1
 
         future.rawlink(settled)
         self._gate(future)
@@ -562,6 +567,13 @@ class SessionActor(GeventActor):
             if isinstance(first, Close):
                 self._emit(replaced, _CLOSE, first.code, first.reason)
                 actions = actions[1:]
+        if self.busy_token is not None and self.protocol.inbound.highest:
+            # Resumed while an actor handler runs: the verdict's last action, its sys.ack,
+            # would cover that frame before it ran (see _on_flush_ack); it follows the handler.
+            ack = actions[-1]
+            assert isinstance(ack, Send) and _ACK_EVENT in ack.wire
+            actions = actions[:-1]
+            self._flush_after_handler = True
         self.sink = msg.outbox
         self.conn_info = msg.conn_info
         self._store_ack()
@@ -825,6 +837,13 @@ class SessionActor(GeventActor):
             _release(msg)
 
     def _on_flush_ack(self, msg: _FlushAck) -> None:
+        if self.busy_token is not None:
+            # The frame that asked for this ack runs in a handler's actor and has not
+            # finished: neither the client nor the store may hear that it ran before its
+            # broadcasts are gated on and its reply is queued. _on_handler_finished
+            # flushes then (SPEC §6: an acknowledged frame never runs again).
+            self._flush_after_handler = True
+            return
         store = self.store
         highest = self.protocol.inbound.highest
         if store is not None and highest > self._inbound_stored and not self._gone:
@@ -976,6 +995,12 @@ class SessionActor(GeventActor):
             self._push_error(msg.error, msg.correlation_id)
         elif not msg.replied and (msg.result is not None or msg.correlation_id is not None):
             self._reply(msg.result, msg.correlation_id)
+        if self._flush_after_handler:
+            # Now, before the deferred frames run (another actor handler among them would
+            # hold the ack again): the handler's _GateOn messages came before this one
+            # (same sender), so its publishes are gated on and the position waits for them.
+            self._flush_after_handler = False
+            self._on_flush_ack(_FLUSH_ACK)
         while self.deferred and self.busy_token is None:
             frame = self.deferred.popleft()
             try:

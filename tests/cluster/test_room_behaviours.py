@@ -293,14 +293,50 @@ def test_a_reply_from_an_actor_handler_waits_for_its_broadcasts_publish(
     try:
         redis_server.admin().set("wscore:r:plain:broken:m", "not a room")  # its publish fails
         peer = Peer(raw(node.url + "?token=ivy"))
-        peer.client.send({"e": "announce", "p": {"room": "plain:broken", "text": "x"}, "c": "a"})
-        # No ack for a reply whose broadcast was not stored: the session is dropped (1012).
+        # Numbered: neither the sys.ack nor the stored inbound position may say it ran
+        # (the client re-sends it after the resume; SPEC §6).
+        peer.client.send({"e": "announce", "p": {"room": "plain:broken", "text": "x"}, "c": "a",
+                          "s": 1})
+        frames: list[dict[str, Any]] = []
+        # No reply, no ack for a frame whose broadcast was not stored: the session is
+        # dropped (1012).
         with pytest.raises(ConnectionAbortedError, match="1012"):
-            peer.client.recv()
+            while True:
+                frames.append(peer.client.recv())
+        assert frames == []
+        inbound = redis_server.admin().hget(f"wscore:s:{{{peer.session_id}}}:m", "inbound")
+        assert inbound in (None, b"0", "0")
         ok = Peer(raw(node.url + "?token=jo"))
         ok.join("plain:fine")
         assert ok.request("announce", {"room": "plain:fine", "text": "y"}, c="b") is True
         assert ok.next("announced")["p"] == "y"
+    finally:
+        node.stop()
+
+
+def test_an_actor_handlers_numbered_frame_is_acknowledged_after_its_reply_and_broadcast(
+        redis_server: RedisServer, raw: Callable[..., RawClient]) -> None:
+    node = build(WsServerConfig.dev(host="127.0.0.1", port=0, redis_url=redis_server.url,
+                                    session_ttl=60.0, shutdown_timeout=2.0))
+    node.register_controller(Announcer())
+    node.start()
+    try:
+        peer = Peer(raw(node.url + "?token=ivy"))
+        peer.join("plain:r")
+        meta = f"wscore:s:{{{peer.session_id}}}:m"
+        for s in (1, 2, 3):
+            peer.client.send({"e": "announce", "p": {"room": "plain:r", "text": f"t{s}"},
+                              "c": f"a{s}", "s": s})
+            frames: list[dict[str, Any]] = []
+            while not (frames and frames[-1]["e"] == "sys.ack"):
+                frames.append(peer.client.recv())
+            # The ack covers a frame that ran: its reply is already out, the position stored.
+            assert frames[-1]["p"] == {"s": s}
+            replies = [f for f in frames if f["e"] == "ack"]
+            assert [(f["c"], f["p"]) for f in replies] == [(f"a{s}", True)], frames
+            assert int(redis_server.admin().hget(meta, "inbound")) == s
+            peer.backlog.extend(frames)
+            assert peer.next("announced")["p"] == f"t{s}"
     finally:
         node.stop()
 

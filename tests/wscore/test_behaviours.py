@@ -92,6 +92,52 @@ def test_actor_controller_runs_handlers_one_at_a_time(make_server: Any, clients:
     assert hidden["p"]["code"] == 1011 and "secret" not in hidden["p"]["message"]
 
 
+def test_an_actor_handlers_numbered_frame_is_acknowledged_after_it_ran(
+        make_server: Any, clients: Any) -> None:
+    counter = Counter()
+    server = make_server(setup=lambda s: s.register_controller(counter))
+    c = clients(server.url)
+    c.recv()
+    for s in (1, 2, 3):
+        c.send({"e": "counter.inc", "c": f"i{s}", "s": s})
+        ack = c.recv_until(lambda f: f["e"] == "sys.ack")
+        # The sys.ack says the frame ran: its emit and reply came first (SPEC §3 Resume).
+        assert ack["p"] == {"s": s}
+        assert [(f["e"], f["p"]) for f in c.skipped] == [("counter.seen", s), ("ack", s)]
+    assert counter.count == 3
+
+
+class Held(WsActorController):
+    """A handler that waits for the test's ``release`` before it replies."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = gevent.event.Event(), gevent.event.Event()
+
+    def register(self, server: WsServer) -> None:
+        server.on("held", self.held)
+
+    def held(self, ctx: WsContext) -> Any:
+        self.entered.set()
+        self.release.wait(10)
+        return "done"
+
+
+def test_a_resume_while_an_actor_handler_runs_acknowledges_its_frame_after_it_ran(
+        make_server: Any, clients: Any) -> None:
+    held = Held()
+    server = make_server(setup=lambda s: s.register_controller(held))
+    first = clients(server.url)
+    sid = first.recv()["p"]["sessionId"]
+    first.send({"e": "held", "c": "h", "s": 1})
+    assert held.entered.wait(5)
+    second = clients(server.url + f"?session={sid}&last_seq=0")
+    assert second.recv()["e"] == "sys.connected"
+    held.release.set()
+    ack = second.recv_until(lambda f: f["e"] == "sys.ack")
+    assert ack["p"] == {"s": 1}
+    assert [(f["e"], f["p"]) for f in second.skipped] == [("ack", "done")]
+
+
 class Moderated(WsRoomBehaviour):
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
