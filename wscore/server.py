@@ -83,6 +83,9 @@ log = logging.getLogger("wscore.server")
 _ASK_TIMEOUT = 10.0
 #: Third-generation GC threshold under ``gc_tuning`` (CPython's default is 10).
 _GC_FULL_COLLECTION_THRESHOLD = 1000
+#: Seconds a concurrent start_embedded() (or stop()) waits for the start under way: longer
+#: than a start against a slow Redis (its connect, generation and subscription bounds).
+_START_WAIT = 20.0
 
 
 def _now_ms() -> int:
@@ -110,6 +113,8 @@ class WsServer:
         self._stopped = gevent.event.Event()
         self._heartbeat: gevent.Greenlet | None = None
         self._state = "new"
+        #: While start_embedded() runs ("starting"): its outcome, which other callers wait for.
+        self._starting: gevent.event.AsyncResult | None = None
         self._mounted: static.WsgiApp | None = None
         #: With redis_url: the node's Redis parts (wscore.cluster.node.ClusterNode).
         self._cluster: Any = None
@@ -268,22 +273,70 @@ class WsServer:
         """Start the actors and the heartbeat, binding nothing: another server owns the port.
 
         Connections then come through :meth:`wsgi_app`; :meth:`stop` works as
-        usual (it has no listener to close). Idempotent while running.
+        usual (it has no listener to close). Idempotent while running, and safe
+        to call from concurrent greenlets (a host's first requests): exactly one
+        call starts the server; a call made while that start is under way waits
+        for its outcome (at most ``_START_WAIT`` seconds, then
+        :class:`ConfigError`) and returns, or raises :class:`ConfigError`, as it
+        does. A start that fails (Redis unusable: :class:`ConfigError`) stops
+        what it had started and leaves the server new: the next call tries again.
         """
         if self._state == "running" and self._transport is None:
+            return
+        if self._state == "starting" and self._starting is not None:
+            self._await_start(self._starting)
             return
         if self._state != "new":
             raise UsageError(f"start_embedded() on a server that is {self._state}")
         if self.config.require_auth and self.authenticator is None:
             raise ConfigError("require_auth=True needs an authenticator: WsServer(authenticator=…)")
-        links = None
-        if self.config.redis_url is not None:
-            self._start_cluster()
-            links = self._cluster_links()
-        self._router = RouterActor.start(make_env=self._make_env,
-                                         behaviour_for=self.rooms._behaviour_for, links=links)
+        # No yield between the check above and this: under gevent, one caller gets here.
+        self._state = "starting"
+        outcome = self._starting = gevent.event.AsyncResult()
+        try:
+            links = None
+            try:
+                if self.config.redis_url is not None:
+                    self._start_cluster()  # yields (Redis round trips): other callers wait
+                    links = self._cluster_links()
+                self._router = RouterActor.start(make_env=self._make_env,
+                                                 behaviour_for=self.rooms._behaviour_for, links=links)
+            except BaseException:
+                self._stop_started()
+                raise
+            if self._state != "starting":  # stop() gave up waiting for this start
+                self._stop_started()
+                raise UsageError(f"the server was stopped while starting ({self._state})")
+        except BaseException as exc:
+            if self._state == "starting":
+                self._state = "new"  # nothing runs: a later call starts afresh
+            outcome.set_exception(exc)
+            raise
+        finally:
+            self._starting = None
         self._begin_running()
+        outcome.set(None)
         log.info("wscore serving %s inside the host WSGI server", self.config.path)
+
+    @staticmethod
+    def _await_start(outcome: gevent.event.AsyncResult) -> None:
+        """Wait (bounded) for another greenlet's :meth:`start_embedded`; raise ConfigError if it failed."""
+        outcome.wait(timeout=_START_WAIT)  # returns the value (None): ready() tells
+        if not outcome.ready():
+            raise ConfigError(f"wscore is still starting after {_START_WAIT:g}s")
+        exc = outcome.exception
+        if exc is not None:
+            raise ConfigError(str(exc) if isinstance(exc, ConfigError)
+                              else f"the start failed: {exc!r}") from None
+
+    def _stop_started(self) -> None:
+        """Stop what a start that did not complete had started (the router, the Redis parts)."""
+        if self._router is not None:
+            self._router.stop()
+            self._router = None
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
 
     def wsgi_app(self) -> WsgiEntry:
         """A WSGI application serving this server inside gunicorn's gevent worker.
@@ -431,7 +484,13 @@ class WsServer:
         gevent.spawn(self.stop)
 
     def stop(self) -> None:
-        """Close every connection with 1001 (going away), end every session, stop every actor."""
+        """Close every connection with 1001 (going away), end every session, stop every actor.
+
+        During an embedded start it first waits (bounded) for that start's outcome.
+        """
+        starting = self._starting
+        if self._state == "starting" and starting is not None:
+            starting.wait(timeout=_START_WAIT)
         if self._state != "running":
             self._state = "stopped"
             self._stopped.set()

@@ -48,7 +48,9 @@ Limits. A host that does not hand over its socket cannot carry a WebSocket: a
 request without ``gunicorn.socket``, with a socket that is not gevent's, or from
 a host serving one request at a time (``wsgi.multithread`` not true: gunicorn's
 ``sync`` worker, whom a WebSocket would block) is refused 501 with a message
-naming ``-k gevent``. gunicorn parses the request, so its own limits apply
+naming ``-k gevent``. A gunicorn older than 26.1 (``SERVER_SOFTWARE``) is
+refused 501 too: it would frame the 101 as chunked (``Transfer-Encoding`` on the
+head, a last chunk written onto the WebSocket). gunicorn parses the request, so its own limits apply
 (``--limit-request-line``, ``--limit-request-fields``, ``--limit-request-field_size``)
 instead of wscore's handshake limits; each WebSocket holds one of the worker's
 ``--worker-connections``. Sessions live in the worker process unless Redis is
@@ -94,6 +96,10 @@ _KEPT_HEADERS = ("HTTP_USER_AGENT",)
 #: Seconds a graceful drain waits for gunicorn to close its listeners (its loop ticks each second).
 _LISTENERS_WAIT = 2.0
 
+#: The first gunicorn whose response sends a 1xx head without chunked framing (our 101).
+_MIN_GUNICORN = (26, 1)
+_MIN_GUNICORN_TEXT = "26.1"
+
 _SignalHandler = Callable[[int, "FrameType | None"], Any]
 
 
@@ -104,6 +110,8 @@ class WsgiEntry:
         self.server = server
         #: gunicorn's worker object, once its shutdown signals are wrapped (first request).
         self._worker: Any = None
+        #: True once the first request under gunicorn looked for its worker (see _hook_gunicorn).
+        self._hooked = False
         #: The greenlet running ``server.stop()`` once a shutdown began.
         self._drain: gevent.Greenlet | None = None
         #: Set by a quick stop: the drain stops waiting for gunicorn's listeners to close.
@@ -111,8 +119,9 @@ class WsgiEntry:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         server = self.server
-        if server._state == "new":
-            # In the worker, on its first request: never in a parent that forks later.
+        if server._state in ("new", "starting"):
+            # In the worker, on its first request: never in a parent that forks later. The
+            # first requests may come together: one starts the server, the others wait for it.
             try:
                 server.start_embedded()
             except ConfigError as exc:
@@ -124,7 +133,8 @@ class WsgiEntry:
                     ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                     ("Retry-After", "1")])
                 return [body]
-            if str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+            if not self._hooked and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+                self._hooked = True  # once, whichever of the first requests gets here first
                 self._hook_gunicorn()
         worker = self._worker
         if worker is not None and self._drain is None and not getattr(worker, "alive", True):
@@ -142,9 +152,14 @@ class WsgiEntry:
             # A host that serves one request at a time (gunicorn's sync worker says so
             # with wsgi.multithread False) would be blocked by the WebSocket: refuse.
             if (refusal is None and isinstance(sock, gevent.socket.socket)
-                    and environ.get("wsgi.multithread") is True):
+                    and environ.get("wsgi.multithread") is True and not _old_gunicorn(environ)):
                 return self._accept(environ, sock, start_response)
-            if refusal is None:
+            if refusal is None and _old_gunicorn(environ):
+                # Before 26.1 gunicorn frames a 101 as chunked (Transfer-Encoding on the head,
+                # a last chunk written onto the WebSocket): refuse rather than break it.
+                refusal = ("501 Not Implemented",
+                           f"wscore needs gunicorn {_MIN_GUNICORN_TEXT} or newer for WebSockets", ())
+            elif refusal is None:
                 refusal = ("501 Not Implemented",
                            "this WSGI server cannot carry a WebSocket: run gunicorn -k gevent", ())
             log.debug("refused a WebSocket upgrade from %s: %s %s",
@@ -286,6 +301,19 @@ class _WebSocketResponse(Iterator[bytes]):
         self._transport.abort()  # gunicorn never iterated (e.g. the 101 could not be written)
         # After the access-log line: the socket carried a WebSocket, no request can follow.
         raise StopIteration("the WebSocket ended")
+
+
+def _old_gunicorn(environ: dict[str, Any]) -> bool:
+    """True if ``SERVER_SOFTWARE`` names a gunicorn older than ``_MIN_GUNICORN``."""
+    software = str(environ.get("SERVER_SOFTWARE", ""))
+    if not software.startswith("gunicorn/"):
+        return False
+    parts = []
+    for part in software[len("gunicorn/"):].split(".")[:2]:
+        if not part.isdigit():
+            return False  # a version we cannot read: assume a recent one
+        parts.append(int(part))
+    return tuple(parts) < _MIN_GUNICORN
 
 
 def _hide_query(environ: dict[str, Any]) -> None:

@@ -275,6 +275,27 @@ def test_a_push_whose_announcement_was_lost_arrives_when_the_bus_resubscribes(
     assert subscribed.received == received  # no announcement reached it: the renewal did
 
 
+def test_the_renewal_after_a_bus_resubscription_spares_a_session_not_stored_yet(
+        make_node: Node, redis_server: RedisServer) -> None:
+    # A new session's actor owns it before its create is submitted: a renewal in that
+    # window finds no record. The renewal the resubscription makes must skip it (a
+    # young session) but renew one known to be stored, however young.
+    b = make_node()
+    store = b._cluster.store  # type: ignore[union-attr]
+    lost: list[tuple[str, str]] = []
+    store.own("not-created-yet", 1, lambda kind: lost.append(("not-created-yet", kind)))
+    # Marked stored but absent from Redis: its renewal is refused, which shows it ran.
+    store.stored("marked-stored")
+    store.own("marked-stored", 1, lambda kind: lost.append(("marked-stored", kind)))
+    redis_server.admin().client_kill_filter(_type="pubsub")  # the bus re-subscribes, then renews
+    wait_for(lambda: lost != [], what="the renewal after the re-subscription")
+    # The two renewals were pipelined in this order: the first one's answer came first.
+    assert b._cluster.flush(timeout=5)  # type: ignore[union-attr]
+    assert lost == [("marked-stored", "lost")]
+    assert store._owned.keys() == {"not-created-yet"}
+    store.disown("not-created-yet")
+
+
 def _lost_announcement(redis_server: RedisServer, sid: str, event: str, payload: Any) -> None:
     """Store a push in ``sid``'s inbox as the push script does, but announce it on a
     channel nobody listens to: what a pub/sub message lost on the way looks like."""

@@ -7,18 +7,25 @@ request itself and does not hand its socket over.
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import gevent
+import gevent.socket
 import pytest
+import redis
 import websocket
+from cluster.redisproc import RedisServer
 from gevent import pywsgi
 
 from wscore import UsageError, WsServer, WsServerConfig
 from wscore.transport import upgrade_refusal
+from wscore.wsgi import WsgiEntry, _WebSocketResponse
 
 GOOD = {
     "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_UPGRADE": "websocket",
@@ -100,3 +107,103 @@ def test_embedded_lifecycle() -> None:
     assert server._state == "stopped"
     with pytest.raises(UsageError):
         server.start_embedded()
+
+
+def _call(entry: WsgiEntry, path: str) -> tuple[str, bytes]:
+    """One request straight into the WSGI entry (no host): its status and body."""
+    seen: list[str] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1",
+               "SERVER_SOFTWARE": "test-host", "wsgi.input": io.BytesIO()}
+    body = b"".join(entry(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    return seen[0], body
+
+
+def _wscore_clients(url: str) -> list[str]:
+    """The names of wscore's Redis connections, one entry per connection (the writer's name
+    carries its node's id; the bus and room subscriber connections are wscore-bus, -rooms)."""
+    admin = redis.Redis.from_url(url)
+    try:
+        return sorted(c["name"] for c in admin.client_list() if c["name"].startswith("wscore-"))
+    finally:
+        admin.close()
+
+
+def test_concurrent_first_requests_start_one_embedded_server(tmp_path: Path) -> None:
+    # The first requests of a worker come together; the start yields (Redis round trips):
+    # one request starts the server, the others wait for it and are then served by it.
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    server = WsServer(config=WsServerConfig.dev(host="127.0.0.1", port=0, redis_url=redis_server.url))
+    try:
+        entry = server.wsgi_app()
+        seen: list[tuple[str, Any, Any]] = []
+
+        def request() -> None:
+            status, _ = _call(entry, "/healthz")
+            seen.append((status, server._router, server._cluster))
+
+        requests = [gevent.spawn(request) for _ in range(4)]
+        gevent.joinall(requests, timeout=20, raise_error=True)
+        assert [s for s, _, _ in seen] == ["200 OK"] * 4
+        assert len({id(r) for _, r, _ in seen}) == 1 and len({id(c) for _, _, c in seen}) == 1
+        assert server._state == "running"
+        # One node, so one node's connections in Redis: no start left another one behind.
+        names = _wscore_clients(redis_server.url)
+        assert [n for n in names if n not in ("wscore-bus", "wscore-rooms")] == [f"wscore-{server.node_id}"]
+        assert names.count("wscore-bus") == 1
+    finally:
+        server.stop()
+        redis_server.stop()
+
+
+def test_a_failed_embedded_start_answers_every_waiting_request_503_and_can_be_retried(
+        tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    redis_server.stop()  # its port is known, nothing listens there: Redis is unreachable
+    server = WsServer(config=WsServerConfig.dev(host="127.0.0.1", port=0, redis_url=redis_server.url))
+    try:
+        entry = server.wsgi_app()
+        requests = [gevent.spawn(_call, entry, "/healthz") for _ in range(3)]
+        gevent.joinall(requests, timeout=30, raise_error=True)
+        for g in requests:
+            status, body = g.value
+            assert (status, json.loads(body)) == ("503 Service Unavailable",
+                                                   {"error": "wscore is not available"})
+        assert server._state == "new" and server._cluster is None and server._router is None
+        redis_server.start()  # the same port: the next request starts the server
+        assert _call(entry, "/healthz")[0] == "200 OK"
+        assert server._state == "running"
+        assert f"wscore-{server.node_id}" in _wscore_clients(redis_server.url)
+    finally:
+        server.stop()
+        redis_server.stop()
+
+
+@pytest.mark.parametrize(("software", "accepted"), [
+    ("gunicorn/26.0.0", False), ("gunicorn/23.0.0", False), ("gunicorn/26.1.0", True),
+    ("gunicorn/27.0.1", True)])
+def test_an_upgrade_under_a_gunicorn_older_than_26_1_is_refused_501(software: str, accepted: bool
+                                                                    ) -> None:
+    # Older gunicorn frames a 101 as chunked: the WebSocket would be corrupted.
+    server = WsServer(config=WsServerConfig.dev(host="127.0.0.1", port=0))
+    ours, theirs = gevent.socket.socketpair()
+    try:
+        entry = server.wsgi_app()
+        seen: list[str] = []
+        environ = {**GOOD, "PATH_INFO": "/ws", "SERVER_SOFTWARE": software, "wsgi.multithread": True,
+                   "gunicorn.socket": ours, "wsgi.input": io.BytesIO(), "REMOTE_ADDR": "127.0.0.1"}
+        response = entry(environ, lambda status, headers, exc_info=None: seen.append(status))
+        if accepted:
+            assert seen == ["101 Switching Protocols"]
+            assert isinstance(response, _WebSocketResponse)
+            with pytest.raises(StopIteration):
+                response.close()  # as gunicorn does: the transport is aborted
+        else:
+            assert seen == ["501 Not Implemented"]
+            assert json.loads(b"".join(response)) == {
+                "error": "wscore needs gunicorn 26.1 or newer for WebSockets"}
+    finally:
+        ours.close()
+        theirs.close()
+        server.stop()

@@ -82,6 +82,9 @@ class RedisSessionStore:
         #: session id -> (epoch, on_lost, on_inbox, owned since)
         self._owned: dict[str, tuple[int, Callable[[str], None], Callable[[bool], None] | None,
                                      float]] = {}
+        #: session id -> when its record was known to be in Redis (its create answered, or
+        #: its resume claimed it): renewed at any age. Marked before or after own().
+        self._stored: dict[str, float] = {}
 
     def _guard(self, make: Callable[[], gevent.event.AsyncResult]) -> gevent.event.AsyncResult:
         try:
@@ -132,6 +135,11 @@ class RedisSessionStore:
 
     def disown(self, session_id: str) -> None:
         self._owned.pop(session_id, None)
+        self._stored.pop(session_id, None)
+
+    def stored(self, session_id: str) -> None:
+        """``session_id``'s record is in Redis (its create was answered, or a resume claimed it)."""
+        self._stored[session_id] = time.monotonic()
 
     @property
     def owned(self) -> int:
@@ -150,12 +158,17 @@ class RedisSessionStore:
     def renew_all(self, min_age: float) -> None:
         """Renew every owned session's lease and TTL (pipelined); report refusals to their actors.
 
-        Sessions owned for less than ``min_age`` are skipped: their record may
-        still be on its way (``create`` is submitted just after the actor starts).
+        Sessions owned for less than ``min_age`` are skipped unless their record is
+        known to be stored (:meth:`stored`): a new session's actor owns it before
+        its ``create`` is submitted, and a renewal in between would find no record
+        and drop it as lost.
         """
         now = time.monotonic()
+        stored = self._stored
+        for session_id in [s for s, at in stored.items() if s not in self._owned and now - at > min_age]:
+            del stored[session_id]  # marked, never owned (its actor did not start): forget it
         for session_id, (epoch, on_lost, on_inbox, since) in list(self._owned.items()):
-            if now - since < min_age:
+            if now - since < min_age and session_id not in stored:
                 continue
             try:
                 future = self.log.renew_nowait(session_id, epoch)
@@ -293,8 +306,9 @@ class ClusterNode:
     def _bus_resubscribed(self) -> None:
         # Inbox announcements published while the bus was away are lost: renew now,
         # which reports every owned session with pushes waiting (its actor reads them).
+        # Young sessions whose record may not be stored yet wait for the next renewal.
         try:
-            self.store.renew_all(0.0)
+            self.store.renew_all(self.renew_interval)
         except Exception:
             log.exception("renewal after a bus re-subscription failed")
 
@@ -358,6 +372,7 @@ class ClusterNode:
         except RedisDataLost:
             self.generation.recover()
             self.log.create(session_id, self.node_id, user_id=user_id, data={})
+        self.store.stored(session_id)
 
     def resume(self, session_id: str, user_id: str | None, last_seq: int) -> Resumed | str:
         """Claim ``session_id`` for a resume from ``last_seq`` on this node.
@@ -395,4 +410,5 @@ class ClusterNode:
             frames = self.log.replay_after(session_id, claim.epoch, last_seq)
         except (ResumeImpossible, SessionMissing, RedisDataLost):
             return "impossible"
+        self.store.stored(session_id)
         return Resumed(claim, last_seq, frames)
