@@ -78,12 +78,17 @@ def refusal(message: str) -> tuple[str, str]:
     return code, rest
 
 
-# The preamble of every fenced session script. After it: meta, now_ms, touch(ttl).
-_FENCE = """
-local meta, log, rooms, inbox = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+# Every session script first checks the deployment's generation key
+# (KEYS[1] == ARGV[1]): Redis restarted empty or flushed is WSDATALOST, never a gap.
+_GENERATION = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
 end
+"""
+
+# The preamble of every fenced session script. After it: meta, now_ms, touch(ttl).
+_FENCE = _GENERATION + """
+local meta, log, rooms, inbox = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local current = redis.call('HGET', meta, 'epoch')
 if not current then
   return redis.error_reply('WSMISSING no such session')
@@ -126,10 +131,8 @@ end
 CREATE = Script(
     "create",
     _HELPERS
+    + _GENERATION
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
-end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('WSEXISTS the session already exists')
 end
@@ -154,10 +157,8 @@ return 1
 CLAIM = Script(
     "claim",
     _HELPERS
+    + _GENERATION
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
-end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return redis.error_reply('WSMISSING no such session')
 end
@@ -414,10 +415,8 @@ end
 PUSH = Script(
     "push",
     _PUSH_ONE
+    + _GENERATION
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
-end
 local r = push_one(KEYS[2], KEYS[5], ARGV[6], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 if not r then return redis.error_reply('WSMISSING no such session') end
 return r
@@ -430,10 +429,8 @@ return r
 PUSH_USER = Script(
     "push_user",
     _PUSH_ONE
+    + _GENERATION
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
-end
 local out = {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local base = ARGV[5] .. ':s:{' .. sid .. '}'
@@ -454,10 +451,8 @@ return out
 # -> {itaken, ilost, the inbox's pushes oldest first (positions itaken + 1 …)}
 INBOX = Script(
     "inbox",
-    """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('WSDATALOST the deployment generation is gone or changed')
-end
+    _GENERATION
+    + """
 local m = redis.call('HMGET', KEYS[2], 'owner', 'itaken', 'ilost')
 if not m[1] then return redis.error_reply('WSMISSING no such session') end
 return {tonumber(m[2]) or 0, tonumber(m[3]) or 0, redis.call('LRANGE', KEYS[5], 0, -1)}
