@@ -36,6 +36,7 @@ from wscore.cluster.writer import (
     CONNECTION_ERRORS,
     RedisConnection,
     RedisWriter,
+    keep_subscribed,
     open_connection,
     pubsub_replies,
     text,
@@ -116,29 +117,17 @@ class NodeBus:
         self._drop()
 
     def _run(self) -> None:
-        delay = self.reconnect_min_delay
-        while not self._stopped.is_set():
-            try:
-                conn = open_connection(self.url, socket_timeout=self.socket_timeout,
-                                       connect_timeout=self.connect_timeout, name="wscore-bus")
-                conn.connect()
-                self._conn = conn
-                conn.send_command("SUBSCRIBE", self.own_channel, self.all_channel, check_health=False)
-            except CONNECTION_ERRORS as exc:
-                log.debug("node bus connect failed: %s", exc)
-                self._drop()
-                if self._stopped.wait(delay):
-                    return
-                delay = min(delay * 2, self.reconnect_max_delay)
-                continue
-            delay = self.reconnect_min_delay
-            try:
-                self._read_loop(conn)
-            except _READER_ERRORS as exc:
-                log.warning("node bus lost its connection: %s", exc)
-            self._drop()
-            if self._stopped.wait(self.reconnect_min_delay):
-                return
+        keep_subscribed(connect=self._connect, read=self._read_loop, drop=self._drop,
+                        stopped=self._stopped, min_delay=self.reconnect_min_delay,
+                        max_delay=self.reconnect_max_delay, errors=_READER_ERRORS, logger=log,
+                        what="node bus")
+
+    def _connect(self) -> None:
+        conn = open_connection(self.url, socket_timeout=self.socket_timeout,
+                               connect_timeout=self.connect_timeout, name="wscore-bus")
+        conn.connect()
+        self._conn = conn
+        conn.send_command("SUBSCRIBE", self.own_channel, self.all_channel, check_health=False)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -148,7 +137,9 @@ class NodeBus:
             except CONNECTION_ERRORS:
                 pass
 
-    def _read_loop(self, conn: RedisConnection) -> None:
+    def _read_loop(self) -> None:
+        conn = self._conn
+        assert conn is not None
         confirmed = 0
         for reply in pubsub_replies(conn, stopped=self._stopped, ping_interval=self.ping_interval):
             kind = text(reply[0]).lower()

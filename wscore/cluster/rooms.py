@@ -43,6 +43,7 @@ from wscore.cluster.writer import (
     CONNECTION_ERRORS,
     RedisConnection,
     RedisWriter,
+    keep_subscribed,
     open_connection,
     pubsub_replies,
     report_state,
@@ -259,24 +260,10 @@ class RoomSubscriber:
 
     # -- the reader greenlet ------------------------------------------------------------------
     def _run(self) -> None:
-        delay = self.reconnect_min_delay
-        while not self._stopped.is_set():
-            try:
-                self._connect()
-            except CONNECTION_ERRORS as exc:
-                log.debug("room subscriber connect failed: %s", exc)
-                if self._stopped.wait(delay):
-                    return
-                delay = min(delay * 2, self.reconnect_max_delay)
-                continue
-            delay = self.reconnect_min_delay
-            try:
-                self._read_loop()
-            except _READER_ERRORS as exc:
-                log.warning("room subscriber lost its connection: %s", exc)
-            self._drop()
-            if self._stopped.wait(self.reconnect_min_delay):
-                return
+        keep_subscribed(connect=self._connect, read=self._read_loop, drop=self._drop,
+                        stopped=self._stopped, min_delay=self.reconnect_min_delay,
+                        max_delay=self.reconnect_max_delay, errors=_READER_ERRORS, logger=log,
+                        what="room subscriber")
 
     def _connect(self) -> None:
         conn = open_connection(

@@ -442,6 +442,37 @@ def pubsub_replies(conn: Any, *, stopped: gevent.event.Event, ping_interval: flo
             yield reply
 
 
+def keep_subscribed(*, connect: Callable[[], None], read: Callable[[], None], drop: Callable[[], None],
+                    stopped: gevent.event.Event, min_delay: float, max_delay: float,
+                    errors: tuple[type[BaseException], ...], logger: logging.Logger, what: str) -> None:
+    """Hold a pub/sub connection until ``stopped``: ``connect``, ``read`` until it fails, ``drop``, again.
+
+    A failed connect is dropped and retried after a delay doubling from
+    ``min_delay`` to ``max_delay`` (reset by a connect that works); a lost
+    connection (``read`` raising one of ``errors``) is logged at warning and
+    reconnected after ``min_delay``. Never raises what ``errors`` covers.
+    """
+    delay = min_delay
+    while not stopped.is_set():
+        try:
+            connect()
+        except CONNECTION_ERRORS as exc:
+            logger.debug("%s connect failed: %s", what, exc)
+            drop()
+            if stopped.wait(delay):
+                return
+            delay = min(delay * 2, max_delay)
+            continue
+        delay = min_delay
+        try:
+            read()
+        except errors as exc:
+            logger.warning("%s lost its connection: %s", what, exc)
+        drop()
+        if stopped.wait(min_delay):
+            return
+
+
 def report_state(callback: Callable[[bool], None] | None, up: bool) -> None:
     """Tell ``callback`` (an ``on_state`` hook) whether the connection is ``up``; its failure is logged."""
     if callback is not None:
