@@ -261,18 +261,8 @@ class RoomActor(GeventActor):
     def _published(self, msg: RoomPublished) -> None:
         self.last_seq = max(self.last_seq, msg.seq)
         exclude, body = split_room_wire(msg.wire)
-        deliver = Deliver(EncodedFrame(body), self.room_id, msg.seq, exclude)
-        dead: list[str] = []
-        count = 0
-        for session_id, (_ref, offer) in self.members.items():
-            # The excluded sender gets it too: it only moves its room cursor.
-            if offer_quietly(offer, deliver):
-                count += 1
-            else:
-                dead.append(session_id)
-        self.delivered += count
-        for session_id in dead:
-            self.members.pop(session_id, None)
+        # The excluded sender gets it too: it only moves its room cursor.
+        self._offer_to_members(Deliver(EncodedFrame(body), self.room_id, msg.seq, exclude), skip=None)
 
     def _broadcast(self, msg: RoomBroadcast) -> None:
         frame = msg.frame
@@ -289,12 +279,14 @@ class RoomActor(GeventActor):
             return
         if msg.done is not None:
             msg.done.set(None)
-        deliver = Deliver(frame)
-        exclude = msg.exclude
+        self._offer_to_members(Deliver(frame), skip=msg.exclude)
+
+    def _offer_to_members(self, deliver: Deliver, *, skip: str | None) -> None:
+        """Offer one ``Deliver`` value to every member but ``skip``; forget the dead ones."""
         dead: list[str] = []
         count = 0
         for session_id, (_ref, offer) in self.members.items():
-            if session_id == exclude:
+            if session_id == skip:
                 continue
             if offer_quietly(offer, deliver):
                 count += 1
