@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,30 +17,6 @@ from wshelpers import RawClient
 from wscore import WsServer, WsServerConfig
 from wscore.cluster.generation import Generation
 from wscore.cluster.writer import RedisWriter
-
-
-@pytest.fixture
-def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """``redis_factory(appendonly=True)`` starts a server; all are stopped by PID at teardown."""
-    started: list[RedisServer] = []
-
-    def make(*, appendonly: bool = False, appendfsync: str = "always") -> RedisServer:
-        directory = tmp_path / f"redis{len(started)}"
-        directory.mkdir()
-        server = RedisServer(directory, appendonly=appendonly, appendfsync=appendfsync)
-        started.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
-    """A redis-server without persistence (a restart comes back empty)."""
-    return redis_factory()
 
 
 @pytest.fixture

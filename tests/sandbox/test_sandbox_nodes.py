@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 import socket
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import gevent
 import pytest
@@ -27,14 +25,6 @@ from wscore.sandbox.report import Report
 
 FAST_APP = "examples.chat_fast.app:server"
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class NamedServer:
@@ -93,8 +83,8 @@ def healthz(port: int) -> bool:
         return False
 
 
-def test_a_node_cluster_restarts_nodes_on_their_own_ports(redis: RedisServer) -> None:
-    cluster = NodeCluster(FAST_APP, nodes=2, redis_url=redis.url)
+def test_a_node_cluster_restarts_nodes_on_their_own_ports(redis_server: RedisServer) -> None:
+    cluster = NodeCluster(FAST_APP, nodes=2, redis_url=redis_server.url)
     try:
         ports = [node.port for node in cluster.nodes]
         assert len(set(ports)) == 2 and all(healthz(p) for p in ports)
@@ -118,9 +108,9 @@ def node_faults(report: Report) -> dict[str, int]:
     return {k: v for k, v in report.faults.counts.items() if k.startswith("node_")}
 
 
-def test_node_restarts_kill_with_both_signals_and_bring_every_node_back(redis: RedisServer) -> None:
+def test_node_restarts_kill_with_both_signals_and_bring_every_node_back(redis_server: RedisServer) -> None:
     report = sandbox.run_scenario(app=FAST_APP, profile="node-restarts", clients=4, duration=8,
-                                  seed=5, rate=3, nodes=2, redis_url=redis.url)
+                                  seed=5, rate=3, nodes=2, redis_url=redis_server.url)
     counts = node_faults(report)
     kills = counts.get("node_sigterm", 0) + counts.get("node_sigkill", 0)
     assert counts.get("node_sigterm", 0) >= 1 and counts.get("node_sigkill", 0) >= 1, counts
@@ -156,18 +146,18 @@ def assert_clean_verdict(report: Report) -> None:
     assert g.sessions_lost == 0 and g.rpc_unanswered == 0
 
 
-def test_two_nodes_under_chaos_resume_across_nodes_with_a_clean_ledger(redis: RedisServer) -> None:
+def test_two_nodes_under_chaos_resume_across_nodes_with_a_clean_ledger(redis_server: RedisServer) -> None:
     report = sandbox.run_scenario(app=FAST_APP, profile="chaos", clients=6, duration=5, seed=11,
-                                  rate=3, reset_every_seconds=1.0, nodes=2, redis_url=redis.url)
+                                  rate=3, reset_every_seconds=1.0, nodes=2, redis_url=redis_server.url)
     assert_clean_verdict(report)
     assert report.ledger.resumes >= 6  # round robin: a reconnect lands on the other node
 
 
-def test_node_restarts_keep_the_ledger_clean(redis: RedisServer,
+def test_node_restarts_keep_the_ledger_clean(redis_server: RedisServer,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["run", "--app", FAST_APP, "--profile", "node-restarts", "--clients", "6",
                      "--duration", "10", "--seed", "2", "--rate", "3", "--nodes", "2",
-                     "--redis", redis.url])
+                     "--redis", redis_server.url])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "VERDICT: PASS" in printed and "node_sigkill" in printed and "node_sigterm" in printed

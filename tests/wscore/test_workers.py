@@ -9,24 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from cluster.redisproc import RedisServer
 from processes import LoggedProcess, alive
 from wshelpers import RawClient, wait_for
 
 APP = "tests.wscore.workers_app:server"
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Workers:
@@ -100,14 +89,14 @@ def test_workers_without_redis_is_one_line_and_exit_2() -> None:
     assert log.count("\n") == 0 and "--workers 2 needs Redis" in log
 
 
-def test_workers_below_one_is_one_line_and_exit_2(redis: RedisServer) -> None:
-    code, log = run_cli("run", APP, "--port", "0", "--workers", "0", "--redis", redis.url)
+def test_workers_below_one_is_one_line_and_exit_2(redis_server: RedisServer) -> None:
+    code, log = run_cli("run", APP, "--port", "0", "--workers", "0", "--redis", redis_server.url)
     assert code == 2, log
     assert log == "wscore: error: --workers must be >= 1, got 0"
 
 
-def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(redis: RedisServer) -> None:
-    workers = Workers(redis.url, 2, app="tests.wscore.workers_app:needs_auth")
+def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(redis_server: RedisServer) -> None:
+    workers = Workers(redis_server.url, 2, app="tests.wscore.workers_app:needs_auth")
     assert workers.proc.wait() == 2
     assert "require_auth=True needs an authenticator" in workers.proc.log
     assert len(workers.started()) == 1, "the canary failed: no other worker may start"
@@ -115,8 +104,8 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(redis: 
 
 
 def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_drains(
-        redis: RedisServer) -> None:
-    workers = Workers(redis.url, 2)
+        redis_server: RedisServer) -> None:
+    workers = Workers(redis_server.url, 2)
     try:
         workers.ready()
         first = clients_on_every_worker(workers.url, 2)
@@ -150,8 +139,8 @@ def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_drains(
         workers.proc.stop()
 
 
-def test_workers_stop_when_their_supervisor_is_killed(redis: RedisServer) -> None:
-    workers = Workers(redis.url, 2)
+def test_workers_stop_when_their_supervisor_is_killed(redis_server: RedisServer) -> None:
+    workers = Workers(redis_server.url, 2)
     try:
         workers.ready()
         pids = workers.ready_pids()
@@ -163,8 +152,8 @@ def test_workers_stop_when_their_supervisor_is_killed(redis: RedisServer) -> Non
         workers.proc.stop()
 
 
-def test_a_session_resumes_on_the_other_worker_and_rooms_span_workers(redis: RedisServer) -> None:
-    workers = Workers(redis.url, 2)
+def test_a_session_resumes_on_the_other_worker_and_rooms_span_workers(redis_server: RedisServer) -> None:
+    workers = Workers(redis_server.url, 2)
     try:
         workers.ready()
         by_pid = clients_on_every_worker(workers.url, 2)

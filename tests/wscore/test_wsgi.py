@@ -128,11 +128,9 @@ def _wscore_clients(url: str) -> list[str]:
         admin.close()
 
 
-def test_concurrent_first_requests_start_one_embedded_server(tmp_path: Path) -> None:
+def test_concurrent_first_requests_start_one_embedded_server(redis_server: RedisServer) -> None:
     # The first requests of a worker come together; the start yields (Redis round trips):
     # one request starts the server, the others wait for it and are then served by it.
-    redis_server = RedisServer(tmp_path)
-    redis_server.start()
     server = WsServer(config=WsServerConfig.dev(host="127.0.0.1", port=0, redis_url=redis_server.url))
     try:
         entry = server.wsgi_app()
@@ -153,7 +151,6 @@ def test_concurrent_first_requests_start_one_embedded_server(tmp_path: Path) -> 
         assert names.count("wscore-bus") == 1
     finally:
         server.stop()
-        redis_server.stop()
 
 
 def test_a_failed_embedded_start_answers_every_waiting_request_503_and_can_be_retried(
