@@ -36,6 +36,7 @@ from wscore.cluster.writer import (
     CONNECTION_ERRORS,
     RedisConnection,
     RedisWriter,
+    disconnect_quietly,
     keep_subscribed,
     open_connection,
     pubsub_replies,
@@ -131,11 +132,7 @@ class NodeBus:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.disconnect()
-            except CONNECTION_ERRORS:
-                pass
+        disconnect_quietly(conn)
 
     def _read_loop(self) -> None:
         conn = self._conn

@@ -43,6 +43,7 @@ from wscore.cluster.writer import (
     CONNECTION_ERRORS,
     RedisConnection,
     RedisWriter,
+    disconnect_quietly,
     keep_subscribed,
     open_connection,
     pubsub_replies,
@@ -279,11 +280,7 @@ class RoomSubscriber:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.disconnect()
-            except CONNECTION_ERRORS:
-                pass
+        disconnect_quietly(conn)
         if self._up:
             self._set_up(False)
 

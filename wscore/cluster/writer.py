@@ -408,11 +408,7 @@ class RedisWriter:
         if reader is not None and reader is not gevent.getcurrent():
             reader.kill(block=True, timeout=5)
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.disconnect()
-            except CONNECTION_ERRORS:
-                pass
+        disconnect_quietly(conn)
 
     def _set_up(self, up: bool) -> None:
         self._up = up
@@ -440,6 +436,15 @@ def pubsub_replies(conn: Any, *, stopped: gevent.event.Event, ping_interval: flo
         unanswered_pings = 0  # whatever it read, the connection is alive
         if isinstance(reply, list):
             yield reply
+
+
+def disconnect_quietly(conn: RedisConnection | None) -> None:
+    """Close ``conn`` (if any), ignoring that the connection is already broken."""
+    if conn is not None:
+        try:
+            conn.disconnect()
+        except CONNECTION_ERRORS:
+            pass
 
 
 def keep_subscribed(*, connect: Callable[[], None], read: Callable[[], None], drop: Callable[[], None],
