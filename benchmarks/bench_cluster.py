@@ -1,13 +1,16 @@
 """In-memory vs Redis-backed wscore, end to end: figures printed, never asserted.
 
     python benchmarks/bench_cluster.py [--seconds 5] [--subscribers 1000] [--broadcasts 20]
-                                       [--resumes 200] [--aof]
+                                       [--resumes 200] [--aof] [--rounds 3] [--slices 10]
 
 Starts its own redis-server (tests/cluster/redisproc.py) and ``wscore run
 clusterapp:server`` node processes (without and with ``--redis``), drives them
 with websocket-client peers in this process (gevent), and prints:
 
-* RPC round trips/s with 10 and 100 clients (each sends ``echo``, waits for the ack);
+* RPC round trips/s with 10 and 100 clients (each sends ``echo``, waits for the ack),
+  an in-memory and a Redis-backed node up at once and measured in alternating
+  slices (``--slices`` per round, ``--seconds`` in all per node), because this
+  machine's load drifts within seconds and one-shot runs varied ×2;
 * fan-out: deliveries/s and p99 latency (publisher's clock to receipt) to N room
   subscribers, and how many deliveries were missing;
 * Redis commands (INFO commandstats) and Redis CPU µs (INFO cpu) per RPC and per broadcast;
@@ -115,36 +118,71 @@ def redis_counters(redis: RedisServer | None, url: str = "") -> tuple[int, float
     return node_commands(url), float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
 
 
-def bench_rpc(url: str, clients: int, seconds: float, redis: RedisServer | None) -> dict[str, float]:
-    conns = [connect(f"{url}?token=rpc{i}")[0] for i in range(clients)]
-    done = [0] * clients
-    stop_at = [0.0]
+class RpcClients:
+    """``clients`` connections to one node, each a closed loop of ``echo`` requests
+    (a ``sys.ack`` every 50 replies), run slice by slice."""
 
-    def loop(i: int) -> None:
-        ws = conns[i]
-        n = 0
-        while time.monotonic() < stop_at[0]:
-            ws.send(f'{{"v":"1.0","e":"echo","p":{n},"c":{n}}}')
-            while True:
-                frame = recv_json(ws)
-                if frame.get("c") == n:
-                    break
-            if n % 50 == 49:
-                ws.send(f'{{"v":"1.0","e":"sys.ack","p":{{"s":{frame["s"]}}}}}')
-            n += 1
-        done[i] = n
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.conns = [connect(f"{url}?token=rpc{i}")[0] for i in range(clients)]
+        self.sent = [0] * clients
 
-    calls0, cpu0, inner0 = redis_counters(redis, url)
-    t0 = time.monotonic()
-    stop_at[0] = t0 + seconds
-    gevent.joinall([gevent.spawn(loop, i) for i in range(clients)])
-    wall = time.monotonic() - t0
-    calls1, cpu1, inner1 = redis_counters(redis, url)
-    for ws in conns:
-        ws.close()
-    total = sum(done)
-    return {"rate": total / wall, "cmds": (calls1 - calls0) / max(total, 1),
-            "inner": (inner1 - inner0) / max(total, 1), "cpu_us": (cpu1 - cpu0) / max(total, 1) * 1e6}
+    def run(self, seconds: float) -> int:
+        """Run every loop for ``seconds``; the round trips completed."""
+        stop_at = time.monotonic() + seconds
+        done = [0] * len(self.conns)
+
+        def loop(i: int) -> None:
+            ws = self.conns[i]
+            n = self.sent[i]
+            while time.monotonic() < stop_at:
+                ws.send(f'{{"v":"1.0","e":"echo","p":{n},"c":{n}}}')
+                while True:
+                    frame = recv_json(ws)
+                    if frame.get("c") == n:
+                        break
+                if n % 50 == 49:
+                    ws.send(f'{{"v":"1.0","e":"sys.ack","p":{{"s":{frame["s"]}}}}}')
+                n += 1
+                done[i] += 1
+            self.sent[i] = n
+
+        gevent.joinall([gevent.spawn(loop, i) for i in range(len(self.conns))])
+        return sum(done)
+
+    def close(self) -> None:
+        for ws in self.conns:
+            ws.close()
+
+
+def bench_rpc(mem_url: str, redis_url: str, clients: int, seconds: float, slices: int,
+              redis: RedisServer) -> tuple[dict[str, float], dict[str, float]]:
+    """RPC round trips/s of an in-memory and a Redis-backed node, measured in ``slices``
+    alternating slices (``seconds`` in all per node; which node goes first alternates):
+    the machine's load, which drifts within seconds here, hits both alike."""
+    mem, red = RpcClients(mem_url, clients), RpcClients(redis_url, clients)
+    slice_s = seconds / slices
+    totals = {"mem": 0, "red": 0}
+    walls = {"mem": 0.0, "red": 0.0}
+    calls = cpu = inner = 0.0
+    try:
+        for k in range(slices):
+            for which in (("mem", "red") if k % 2 == 0 else ("red", "mem")):
+                if which == "red":
+                    c0, u0, i0 = redis_counters(redis, redis_url)
+                t0 = time.monotonic()
+                totals[which] += (mem if which == "mem" else red).run(slice_s)
+                walls[which] += time.monotonic() - t0
+                if which == "red":
+                    c1, u1, i1 = redis_counters(redis, redis_url)
+                    calls, cpu, inner = calls + c1 - c0, cpu + u1 - u0, inner + i1 - i0
+    finally:
+        mem.close()
+        red.close()
+    n = max(totals["red"], 1)
+    return ({"rate": totals["mem"] / walls["mem"], "cmds": 0.0, "inner": 0.0, "cpu_us": 0.0},
+            {"rate": totals["red"] / walls["red"], "cmds": calls / n, "inner": inner / n,
+             "cpu_us": cpu / n * 1e6})
 
 
 def bench_fanout(url: str, subscribers: int, broadcasts: int, redis: RedisServer | None
@@ -271,6 +309,8 @@ def main() -> None:
     parser.add_argument("--kill-clients", type=int, default=100)
     parser.add_argument("--aof", action="store_true", help="Redis with appendfsync always")
     parser.add_argument("--rounds", type=int, default=3, help="alternating in-memory/Redis rounds")
+    parser.add_argument("--slices", type=int, default=10,
+                        help="alternating in-memory/Redis slices of each RPC figure per round")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; the load generator is this one process (one core at most), "
           f"sharing them with the node and Redis")
@@ -282,14 +322,22 @@ def main() -> None:
             # Alternating rounds (in-memory, Redis, in-memory, …): the machine's drifting
             # load hits both modes alike; each figure is the median of its rounds.
             for _ in range(args.rounds):
-                for mode, url in (("in-memory", None), ("Redis", redis.url)):
+                # RPC: both nodes up at once, measured in alternating slices.
+                mem_node, red_node = Node(None), Node(redis.url)
+                try:
+                    rpc = {f"rpc{c}": bench_rpc(mem_node.url, red_node.url, c, args.seconds,
+                                                args.slices, redis) for c in (10, 100)}
+                finally:
+                    mem_node.stop()
+                    red_node.stop()
+                # Fan-out: one node at a time (1,000 subscribers each), in-memory first.
+                for i, (mode, url) in enumerate((("in-memory", None), ("Redis", redis.url))):
                     node = Node(url)
-                    r = redis if url else None
                     try:
                         rounds[mode].append({
-                            "rpc10": bench_rpc(node.url, 10, args.seconds, r),
-                            "rpc100": bench_rpc(node.url, 100, args.seconds, r),
-                            "fan": bench_fanout(node.url, args.subscribers, args.broadcasts, r),
+                            **{key: pair[i] for key, pair in rpc.items()},
+                            "fan": bench_fanout(node.url, args.subscribers, args.broadcasts,
+                                                redis if url else None),
                         })
                     finally:
                         node.stop()

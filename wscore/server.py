@@ -529,7 +529,9 @@ class WsServer:
         if self._cluster is not None:
             counts["node"] = self.node_id
             counts["redis"] = "ok" if self._cluster.up else "down"
-            counts["redis_commands"] = self._cluster.writer.stats()["commands"]
+            writer_stats = self._cluster.writer.stats()
+            counts["redis_commands"] = writer_stats["commands"]
+            counts["redis_batches"] = writer_stats["batches"]
         if self._router is not None and self._router.is_alive():
             try:
                 counts.update(self._router.ask(Stats(), timeout=_ASK_TIMEOUT))

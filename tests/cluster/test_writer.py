@@ -170,3 +170,53 @@ def test_scripts_are_loaded_on_connect_and_survive_a_script_flush(writer: RedisW
     assert (first.get(), second.get()) == ([b"k", b"1"], [b"k", b"2"])
     with pytest.raises(ValueError, match="not registered"):
         writer.submit_script(Script("other", "return 1"), [], [])
+
+
+def test_a_batch_larger_than_the_socket_buffer_goes_out_whole_and_in_order(writer: RedisWriter) -> None:
+    # ~24 MiB in one loop turn: far more than a socket takes at once, so the send
+    # stops short and the rest goes out as the socket drains (the write watcher path)
+    value = "v" * 12_000
+    futures = [writer.submit("SET", f"big{i}", value) for i in range(2_000)]
+    futures.append(writer.submit("DBSIZE"))
+    assert all(f.get(timeout=30) in (True, b"OK") for f in futures[:-1])
+    assert futures[-1].get() == 2_000
+    assert writer.execute("STRLEN", "big1999") == 12_000
+
+
+def test_redis_dropping_the_idle_connection_is_noticed_at_once_and_repaired(
+        redis_server: RedisServer, states: list[bool]) -> None:
+    # a check interval far longer than the test: only the read watcher can notice
+    w = RedisWriter(redis_server.url, idle_check_interval=60, reconnect_min_delay=0.01,
+                    on_state=states.append, name="idle-writer")
+    w.start()
+    try:
+        assert w.execute("PING") in (True, b"PONG")
+        assert redis_server.admin().client_kill_filter(_type="normal", skipme=True) >= 1
+        wait_for(lambda: len(states) >= 3, timeout=5, what="down, then up again")
+        assert states == [True, False, True]
+        assert w.execute("PING") in (True, b"PONG")
+    finally:
+        w.stop()
+
+
+def test_script_replies_are_converted_and_refusals_refined_as_they_are_read(
+        writer: RedisWriter) -> None:
+    script = Script("refuse", "if ARGV[1] == 'no' then return redis.error_reply('NOPE ' .. KEYS[1]) end"
+                              " return tonumber(ARGV[1])")
+    writer.register(script)
+
+    class Refused(Exception):
+        pass
+
+    def refine(error: redis.ResponseError) -> BaseException:
+        return Refused(str(error))
+
+    ok = writer.submit_script(script, ["k"], ["41"], convert=lambda r: r + 1, refine=refine)
+    refused = writer.submit_script(script, ["k"], ["no"], convert=lambda r: r + 1, refine=refine)
+    broken = writer.submit_script(script, ["k"], ["7"], convert=lambda r: r["missing"], refine=refine)
+    assert ok.get() == 42
+    with pytest.raises(Refused, match="NOPE k"):
+        refused.get()
+    with pytest.raises(TypeError):  # convert's own failure reaches its caller only
+        broken.get()
+    assert writer.submit_script(script, ["k"], ["1"]).get() == 1  # the writer is fine

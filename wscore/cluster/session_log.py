@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import gevent.event
@@ -60,7 +60,6 @@ from wscore.protocol.session import ResumeImpossible
 
 __all__ = ["AppendResult", "Claim", "LogLimits", "SessionLog", "SessionRecord"]
 
-T = TypeVar("T")
 
 _REFUSALS: dict[str, type[ClusterError]] = {
     "WSFENCED": Fenced,
@@ -164,24 +163,12 @@ def _refusal_error(exc: redis.exceptions.ResponseError) -> Exception:
     return kind(message) if kind is not None else exc
 
 
-def _mapped(raw: gevent.event.AsyncResult, convert: Callable[[Any], T]) -> gevent.event.AsyncResult:
-    """A future of ``convert(reply)``; script refusals become their ClusterError."""
-    out: gevent.event.AsyncResult = gevent.event.AsyncResult()
+def _same(reply: Any) -> Any:
+    return reply
 
-    def transfer(done: gevent.event.AsyncResult) -> None:
-        if done.successful():
-            try:
-                out.set(convert(done.value))
-            except Exception as exc:
-                out.set_exception(exc)
-            return
-        error = done.exception
-        if isinstance(error, redis.exceptions.ResponseError):
-            error = _refusal_error(error)
-        out.set_exception(error if isinstance(error, BaseException) else ClusterError(repr(error)))
 
-    raw.rawlink(transfer)
-    return out
+def _append_result(r: list[Any]) -> AppendResult:
+    return AppendResult(buffered=int(r[0]), dropped_through=int(r[1]), acked=int(r[2]))
 
 
 class SessionLog:
@@ -220,9 +207,13 @@ class SessionLog:
     def members_key(self, room_id: str) -> str:
         return f"{self.prefix}:r:{room_id}:members"
 
-    def _run(self, script: scripts.Script, session_id: str, *args: Any) -> gevent.event.AsyncResult:
+    def _run(self, script: scripts.Script, session_id: str, *args: Any,
+             convert: Callable[[Any], Any]) -> gevent.event.AsyncResult:
+        """Queue ``script`` on the session's keys; the future gives ``convert(reply)``, and a
+        script's refusal as its :class:`ClusterError`."""
         return self.writer.submit_script(
-            script, self.keys(session_id), (self.generation.token, *args)
+            script, self.keys(session_id), (self.generation.token, *args),
+            convert=convert, refine=_refusal_error,
         )
 
     def _wait(self, result: gevent.event.AsyncResult) -> Any:
@@ -237,8 +228,9 @@ class SessionLog:
         raw = self._run(
             scripts.CREATE, session_id, session_id, node_id, lim.lease_ttl_ms, lim.session_ttl_ms,
             "0" if user_id is None else "1", user_id or "", json.dumps(data), self.prefix,
+            convert=_same,
         )
-        self._wait(_mapped(raw, lambda reply: reply))
+        self._wait(raw)
         return Claim(
             session_id=session_id, epoch=1, previous_owner="", previous_lease_live=False,
             last_seq=0, acked=0, dropped_through=0, inbound=0, user_id=user_id, data=data, rooms={},
@@ -264,8 +256,9 @@ class SessionLog:
         raw = self.writer.submit_script(
             scripts.CLAIM, self.keys(session_id),
             (self.generation.token, node_id, lim.lease_ttl_ms, lim.session_ttl_ms, self.prefix),
+            convert=convert, refine=_refusal_error,
         )
-        result: Claim = self._wait(_mapped(raw, convert))
+        result: Claim = self._wait(raw)
         return result
 
     def renew(self, session_id: str, epoch: int) -> tuple[int, bool]:
@@ -279,15 +272,14 @@ class SessionLog:
 
     def release(self, session_id: str, epoch: int) -> None:
         """Give the session up cooperatively (detached; its TTL runs; the next claim finds no owner)."""
-        self._wait(_mapped(
-            self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms), lambda r: r
-        ))
+        self._wait(self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms,
+                             convert=_same))
 
     def end(self, session_id: str, epoch: int) -> list[str]:
         """End the session for good (SPEC §7): delete it, leave its rooms; returns the rooms left."""
-        left: list[str] = self._wait(_mapped(
-            self._run(scripts.END, session_id, epoch, self.prefix, session_id),
-            lambda r: sorted(text(x) for x in r),
+        left: list[str] = self._wait(self._run(
+            scripts.END, session_id, epoch, self.prefix, session_id,
+            convert=lambda r: sorted(text(x) for x in r),
         ))
         return left
 
@@ -306,12 +298,11 @@ class SessionLog:
         Send the frame to the socket only after the future succeeded (SPEC §6).
         """
         lim = self.limits
-        raw = self._run(
+        return self._run(
             scripts.APPEND, session_id, epoch, seq, wire, lim.max_buffered_messages,
             lim.max_buffered_bytes, lim.session_ttl_ms, room or "", room_seq, inbox_pos,
+            convert=_append_result,
         )
-        return _mapped(raw, lambda r: AppendResult(buffered=int(r[0]), dropped_through=int(r[1]),
-                                                   acked=int(r[2])))
 
     def append(
         self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
@@ -334,9 +325,9 @@ class SessionLog:
         :class:`SessionMissing` for an unknown, ended or expired session.
         """
         lim = self.limits
-        raw = self._run(scripts.PUSH, session_id, body, lim.max_buffered_messages,
-                        lim.max_buffered_bytes, self.prefix, session_id)
-        return _mapped(raw, lambda r: (int(r[0]), text(r[1])))
+        return self._run(scripts.PUSH, session_id, body, lim.max_buffered_messages,
+                         lim.max_buffered_bytes, self.prefix, session_id,
+                         convert=lambda r: (int(r[0]), text(r[1])))
 
     def push(self, session_id: str, body: str) -> tuple[int, str]:
         """:meth:`push_nowait` and wait."""
@@ -353,24 +344,23 @@ class SessionLog:
         def convert(r: list[Any]) -> dict[str, int]:
             return {text(r[i]): int(r[i + 1]) for i in range(0, len(r), 2)}
 
-        raw = self.writer.submit_script(
+        return self.writer.submit_script(
             scripts.PUSH_USER, (self.generation.key, self.user_key(user_id)),
             (self.generation.token, body, lim.max_buffered_messages, lim.max_buffered_bytes,
              self.prefix),
+            convert=convert, refine=_refusal_error,
         )
-        return _mapped(raw, convert)
 
     def inbox_nowait(self, session_id: str) -> gevent.event.AsyncResult:
         """The future of ``(taken, lost, bodies)``: the pushes still in the inbox, oldest
         first, are positions ``taken + 1``, ``taken + 2`` …; ``lost``: one was refused."""
-        raw = self._run(scripts.INBOX, session_id)
-        return _mapped(raw, lambda r: (int(r[0]), bool(int(r[1])), [text(b) for b in r[2]]))
+        return self._run(scripts.INBOX, session_id,
+                         convert=lambda r: (int(r[0]), bool(int(r[1])), [text(b) for b in r[2]]))
 
     def ack(self, session_id: str, epoch: int, seq: int) -> int:
         """Cumulative acknowledgement (capped at the last seq); returns the acked seq."""
-        acked: int = self._wait(_mapped(
-            self._run(scripts.ACK, session_id, epoch, seq, self.limits.session_ttl_ms), int
-        ))
+        acked: int = self._wait(self._run(scripts.ACK, session_id, epoch, seq,
+                                          self.limits.session_ttl_ms, convert=int))
         return acked
 
     def replay_after(self, session_id: str, epoch: int, last_seq: int) -> list[str]:
@@ -388,25 +378,21 @@ class SessionLog:
                 raise ResumeImpossible(text(r[1]))
             return [text(w) for w in r[1]]
 
-        frames: list[str] = self._wait(_mapped(
-            self._run(scripts.REPLAY, session_id, epoch, last_seq, self.limits.session_ttl_ms), convert
-        ))
+        frames: list[str] = self._wait(self._run(scripts.REPLAY, session_id, epoch, last_seq,
+                                                 self.limits.session_ttl_ms, convert=convert))
         return frames
 
     # -- metadata ----------------------------------------------------------------------------
     def accept_inbound(self, session_id: str, epoch: int, s: int) -> bool:
         """As ``InboundTracker.accept``: True (and recorded) if client frame ``s`` must run."""
-        fresh: bool = self._wait(_mapped(
-            self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s, self.limits.session_ttl_ms), bool
-        ))
+        fresh: bool = self._wait(self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s,
+                                           self.limits.session_ttl_ms, convert=bool))
         return fresh
 
     def set_data(self, session_id: str, epoch: int, data: Any) -> None:
         """Store the session's ``data`` (any JSON value)."""
-        self._wait(_mapped(
-            self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data), self.limits.session_ttl_ms),
-            lambda r: r,
-        ))
+        self._wait(self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data),
+                             self.limits.session_ttl_ms, convert=_same))
 
     def join_room(self, session_id: str, epoch: int, room_id: str, *, cursor: int = 0) -> bool:
         """Make the session a member of ``room_id`` (on every node); False if it was one already.
@@ -414,57 +400,50 @@ class SessionLog:
         ``cursor`` is the room seq the session's log is at for that room (the
         room's current seq when it joins); a member's cursor is left as it is.
         """
-        added: bool = self._wait(_mapped(
-            self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor, self.limits.session_ttl_ms,
-                      self.prefix, session_id),
-            bool,
-        ))
+        added: bool = self._wait(self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor,
+                                           self.limits.session_ttl_ms, self.prefix, session_id,
+                                           convert=bool))
         return added
 
     def leave_room(self, session_id: str, epoch: int, room_id: str) -> bool:
         """Remove the session from ``room_id``; False if it was not a member."""
-        removed: bool = self._wait(_mapped(
-            self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id, self.limits.session_ttl_ms,
-                      self.prefix, session_id),
-            bool,
-        ))
+        removed: bool = self._wait(self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
+                                             self.limits.session_ttl_ms, self.prefix, session_id,
+                                             convert=bool))
         return removed
 
     # -- the non-blocking forms (a session actor never waits for a round trip) ---------------
     def ack_nowait(self, session_id: str, epoch: int, seq: int) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.ACK, session_id, epoch, seq, self.limits.session_ttl_ms), int)
+        return self._run(scripts.ACK, session_id, epoch, seq, self.limits.session_ttl_ms, convert=int)
 
     def accept_inbound_nowait(self, session_id: str, epoch: int, s: int) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s,
-                                 self.limits.session_ttl_ms), bool)
+        return self._run(scripts.ACCEPT_INBOUND, session_id, epoch, s,
+                         self.limits.session_ttl_ms, convert=bool)
 
     def set_data_nowait(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data),
-                                 self.limits.session_ttl_ms), lambda r: r)
+        return self._run(scripts.SET_DATA, session_id, epoch, json.dumps(data),
+                         self.limits.session_ttl_ms, convert=_same)
 
     def join_room_nowait(self, session_id: str, epoch: int, room_id: str, *, cursor: int = 0
                          ) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor,
-                                 self.limits.session_ttl_ms, self.prefix, session_id), bool)
+        return self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor,
+                         self.limits.session_ttl_ms, self.prefix, session_id, convert=bool)
 
     def leave_room_nowait(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
-                                 self.limits.session_ttl_ms, self.prefix, session_id), bool)
+        return self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
+                         self.limits.session_ttl_ms, self.prefix, session_id, convert=bool)
 
     def renew_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
         """As :meth:`renew`; the future gives (pushes waiting in the inbox, lost)."""
         lim = self.limits
-        return _mapped(self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms,
-                                 lim.session_ttl_ms, self.prefix),
-                       lambda r: (int(r[0]), bool(int(r[1]))))
+        return self._run(scripts.RENEW, session_id, epoch, lim.lease_ttl_ms, lim.session_ttl_ms,
+                         self.prefix, convert=lambda r: (int(r[0]), bool(int(r[1]))))
 
     def release_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms),
-                       lambda r: r)
+        return self._run(scripts.RELEASE, session_id, epoch, self.limits.session_ttl_ms, convert=_same)
 
     def end_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
-        return _mapped(self._run(scripts.END, session_id, epoch, self.prefix, session_id),
-                       lambda r: r)
+        return self._run(scripts.END, session_id, epoch, self.prefix, session_id, convert=_same)
 
     # -- reads (unfenced, write nothing) -----------------------------------------------------
     def read(self, session_id: str) -> SessionRecord | None:
