@@ -2,15 +2,20 @@
 
     python benchmarks/bench_cluster.py [--seconds 5] [--subscribers 1000] [--broadcasts 20]
                                        [--resumes 200] [--aof] [--rounds 3] [--slices 10]
+                                       [--wsbench DIR]
 
 Starts its own redis-server (tests/cluster/redisproc.py) and ``wscore run
-clusterapp:server`` node processes (without and with ``--redis``), drives them
-with websocket-client peers in this process (gevent), and prints:
+clusterapp:bench`` node processes (the test app with the rate limiter opened up;
+without and with ``--redis``), drives them with websocket-client peers in this
+process (gevent), and prints:
 
 * RPC round trips/s with 10 and 100 clients (each sends ``echo``, waits for the ack),
   an in-memory and a Redis-backed node up at once and measured in alternating
   slices (``--slices`` per round, ``--seconds`` in all per node), because this
-  machine's load drifts within seconds and one-shot runs varied ×2;
+  machine's load drifts within seconds and one-shot runs varied ×2; driven by
+  this process's websocket-client loops, or with ``--wsbench DIR`` (or
+  ``$WSBENCH``) by the independent Node load generator, which costs far less
+  per round trip and so measures the node rather than the generator;
 * fan-out: deliveries/s and p99 latency (publisher's clock to receipt) to N room
   subscribers, and how many deliveries were missing;
 * Redis commands (INFO commandstats) and Redis CPU µs (INFO cpu) per RPC and per broadcast;
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -56,7 +62,7 @@ class Node:
         self.port = free_port()
         env = {**os.environ, "WSCORE_TEST_PORT": str(self.port),
                "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "cluster"), str(ROOT)])}
-        cmd = [sys.executable, "-m", "wscore", "run", "clusterapp:server", "--log-level", "ERROR"]
+        cmd = [sys.executable, "-m", "wscore", "run", "clusterapp:bench", "--log-level", "ERROR"]
         if redis_url:
             cmd += ["--redis", redis_url]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -155,34 +161,62 @@ class RpcClients:
             ws.close()
 
 
-def bench_rpc(mem_url: str, redis_url: str, clients: int, seconds: float, slices: int,
-              redis: RedisServer) -> tuple[dict[str, float], dict[str, float]]:
+def wsbench_slice(wsbench: str, node: Node, clients: int, seconds: float) -> tuple[int, float, float]:
+    """One wsbench ``rpc`` run against ``node``: (round trips, measured seconds, node CPU seconds)."""
+    cmd = ["node", os.path.join(wsbench, "wsbench.js"), "rpc", "-c", str(clients),
+           "--duration", str(seconds), "--warmup", "0.5", "--url", f"{node.url}?token=rpc",
+           "--label", "wscore", "--server-pid", str(node.proc.pid), "--quiet"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])["results"]
+    if r["errors"]:
+        raise RuntimeError(f"wsbench reported errors: {r['error_detail']}")
+    return int(r["ok"]), float(r["measured_s"]), float(r["server"]["cpu_util"]) * float(r["measured_s"])
+
+
+def bench_rpc(mem_node: Node, red_node: Node, clients: int, seconds: float, slices: int,
+              redis: RedisServer, wsbench: str | None) -> tuple[dict[str, float], dict[str, float]]:
     """RPC round trips/s of an in-memory and a Redis-backed node, measured in ``slices``
     alternating slices (``seconds`` in all per node; which node goes first alternates):
-    the machine's load, which drifts within seconds here, hits both alike."""
-    mem, red = RpcClients(mem_url, clients), RpcClients(redis_url, clients)
+    the machine's load, which drifts within seconds here, hits both alike. The load is
+    this process's websocket-client loops, or with ``wsbench`` the Node load generator
+    (one run per slice, after a 0.5 s warm-up), which also reads each node's CPU."""
     slice_s = seconds / slices
+    nodes = {"mem": mem_node, "red": red_node}
+    clients_of: dict[str, RpcClients] = {}
+    if wsbench is None:
+        clients_of = {key: RpcClients(node.url, clients) for key, node in nodes.items()}
     totals = {"mem": 0, "red": 0}
     walls = {"mem": 0.0, "red": 0.0}
+    node_cpu = {"mem": 0.0, "red": 0.0}
     calls = cpu = inner = 0.0
     try:
         for k in range(slices):
             for which in (("mem", "red") if k % 2 == 0 else ("red", "mem")):
                 if which == "red":
-                    c0, u0, i0 = redis_counters(redis, redis_url)
-                t0 = time.monotonic()
-                totals[which] += (mem if which == "mem" else red).run(slice_s)
-                walls[which] += time.monotonic() - t0
+                    c0, u0, i0 = redis_counters(redis, red_node.url)
+                if wsbench is None:
+                    t0 = time.monotonic()
+                    totals[which] += clients_of[which].run(slice_s)
+                    walls[which] += time.monotonic() - t0
+                else:
+                    done, wall, used = wsbench_slice(wsbench, nodes[which], clients, slice_s)
+                    totals[which] += done
+                    walls[which] += wall
+                    node_cpu[which] += used
                 if which == "red":
-                    c1, u1, i1 = redis_counters(redis, redis_url)
+                    c1, u1, i1 = redis_counters(redis, red_node.url)
                     calls, cpu, inner = calls + c1 - c0, cpu + u1 - u0, inner + i1 - i0
     finally:
-        mem.close()
-        red.close()
+        for group in clients_of.values():
+            group.close()
     n = max(totals["red"], 1)
-    return ({"rate": totals["mem"] / walls["mem"], "cmds": 0.0, "inner": 0.0, "cpu_us": 0.0},
-            {"rate": totals["red"] / walls["red"], "cmds": calls / n, "inner": inner / n,
-             "cpu_us": cpu / n * 1e6})
+    # Redis's counters also see the wsbench warm-ups: per RPC, divide by every round trip
+    # Redis served, estimated from the measured rate over the warm-ups too.
+    served = n if wsbench is None else n * (1 + 0.5 * slices / max(walls["red"], 1e-9))
+    return ({"rate": totals["mem"] / walls["mem"], "cmds": 0.0, "inner": 0.0, "cpu_us": 0.0,
+             "node_us": node_cpu["mem"] / max(totals["mem"], 1) * 1e6},
+            {"rate": totals["red"] / walls["red"], "cmds": calls / served, "inner": inner / served,
+             "cpu_us": cpu / served * 1e6, "node_us": node_cpu["red"] / n * 1e6})
 
 
 def bench_fanout(url: str, subscribers: int, broadcasts: int, redis: RedisServer | None
@@ -311,9 +345,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating in-memory/Redis rounds")
     parser.add_argument("--slices", type=int, default=10,
                         help="alternating in-memory/Redis slices of each RPC figure per round")
+    parser.add_argument("--wsbench", default=os.environ.get("WSBENCH") or None, metavar="DIR",
+                        help="drive the RPC figures with the Node load generator in DIR (or $WSBENCH)")
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs; the load generator is this one process (one core at most), "
-          f"sharing them with the node and Redis")
+    wsbench = args.wsbench
+    if wsbench is not None and (not os.path.isfile(os.path.join(wsbench, "wsbench.js"))
+                                or shutil.which("node") is None):
+        raise SystemExit(f"bench_cluster: --wsbench needs {wsbench}/wsbench.js and node on PATH")
+    slices = args.slices
+    if wsbench is not None:
+        # A new Node process per slice: its JIT needs about a second, and 0.5 s slices
+        # measured 10-25 % below 2 s ones, so wsbench slices last at least 2 s.
+        slices = min(slices, max(1, int(args.seconds / 2)))
+    generator = ("the Node load generator (wsbench, unpinned) for RPC, this process for the rest"
+                 if wsbench else "this one process (one core at most)")
+    print(f"{os.cpu_count()} CPUs; the load generator is {generator}, sharing them with the "
+          f"nodes and Redis")
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp), appendonly=args.aof, appendfsync="always")
         redis.start()
@@ -325,8 +372,8 @@ def main() -> None:
                 # RPC: both nodes up at once, measured in alternating slices.
                 mem_node, red_node = Node(None), Node(redis.url)
                 try:
-                    rpc = {f"rpc{c}": bench_rpc(mem_node.url, red_node.url, c, args.seconds,
-                                                args.slices, redis) for c in (10, 100)}
+                    rpc = {f"rpc{c}": bench_rpc(mem_node, red_node, c, args.seconds,
+                                                slices, redis, wsbench) for c in (10, 100)}
                 finally:
                     mem_node.stop()
                     red_node.stop()
@@ -353,26 +400,36 @@ def main() -> None:
             redis.stop()
     mem, red = results["in-memory"], results["Redis"]
     print(f"redis-server {('AOF always' if args.aof else 'AOF off')}; medians of {args.rounds} "
-          "alternating rounds; each round's ratios:")
+          f"rounds (RPC: {slices} alternating slices of {args.seconds / slices:.1f} s per node and "
+          "round); each round's ratios:")
     for n, (m, rr) in enumerate(zip(rounds["in-memory"], rounds["Redis"], strict=True), 1):
         print(f"  round {n}: RPC 10 {rr['rpc10']['rate'] / m['rpc10']['rate']:.2f} "
               f"({m['rpc10']['rate']:,.0f} / {rr['rpc10']['rate']:,.0f}), RPC 100 "
               f"{rr['rpc100']['rate'] / m['rpc100']['rate']:.2f}, fan-out "
               f"{rr['fan']['rate'] / m['fan']['rate']:.2f}")
-    print(f"{'':<34}{'in-memory':>12}{'Redis':>12}{'ratio':>8}")
+    def paired(key: str) -> float:
+        """The median of the rounds' Redis/in-memory ratios (each round measures both)."""
+        return statistics.median(rr[key]["rate"] / m[key]["rate"]
+                                 for m, rr in zip(rounds["in-memory"], rounds["Redis"], strict=True))
+
+    print(f"{'':<34}{'in-memory':>12}{'Redis':>12}{'ratio':>8}   (rates: medians; ratio: median of "
+          "the rounds' ratios)")
     for key, label in (("rpc10", "RPC round trips/s, 10 clients"),
-                       ("rpc100", "RPC round trips/s, 100 clients")):
-        print(f"{label:<34}{mem[key]['rate']:>12,.0f}{red[key]['rate']:>12,.0f}"
-              f"{red[key]['rate'] / mem[key]['rate']:>8.2f}")
-    print(f"{'fan-out deliveries/s, ' + str(args.subscribers) + ' subs':<34}{mem['fan']['rate']:>12,.0f}"
-          f"{red['fan']['rate']:>12,.0f}{red['fan']['rate'] / mem['fan']['rate']:>8.2f}")
+                       ("rpc100", "RPC round trips/s, 100 clients"),
+                       ("fan", f"fan-out deliveries/s, {args.subscribers} subs")):
+        print(f"{label:<34}{mem[key]['rate']:>12,.0f}{red[key]['rate']:>12,.0f}{paired(key):>8.2f}")
     print(f"{'fan-out p99 ms':<34}{mem['fan']['p99_ms']:>12.1f}{red['fan']['p99_ms']:>12.1f}")
     print(f"{'fan-out missing deliveries':<34}{mem['fan']['missing']:>12}{red['fan']['missing']:>12}")
     print(f"Redis commands per RPC (node -> Redis; run inside Redis, scripts' calls included): "
           f"{red['rpc100']['cmds']:.2f}; {red['rpc100']['inner']:.1f} (100 clients), "
           f"{red['rpc10']['cmds']:.2f}; {red['rpc10']['inner']:.1f} (10)")
     print(f"Redis CPU µs per RPC: {red['rpc100']['cpu_us']:.1f} (100 clients), "
-          f"{red['rpc10']['cpu_us']:.1f} (10)")
+          f"{red['rpc10']['cpu_us']:.1f} (10)"
+          + (" (with wsbench: its warm-ups counted at the measured rate)" if wsbench else ""))
+    if wsbench:
+        print(f"node CPU µs per RPC, in-memory / Redis: {mem['rpc10']['node_us']:.1f} / "
+              f"{red['rpc10']['node_us']:.1f} (10 clients), {mem['rpc100']['node_us']:.1f} / "
+              f"{red['rpc100']['node_us']:.1f} (100)")
     print(f"per broadcast to {args.subscribers} subscribers: {red['fan']['cmds']:.0f} node commands, "
           f"{red['fan']['inner']:.0f} inside Redis, {red['fan']['cpu_us']:.0f} Redis CPU µs")
     print(f"resume on another node (5 missed frames), {args.resumes} resumes: "

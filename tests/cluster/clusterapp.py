@@ -69,3 +69,10 @@ def build(config: WsServerConfig) -> WsServer:
 #: For ``wscore run tests.cluster.clusterapp:server --redis URL`` (port from WSCORE_TEST_PORT).
 server = build(WsServerConfig.dev(port=int(os.environ.get("WSCORE_TEST_PORT", "0")),
                                   session_ttl=60.0, shutdown_timeout=2.0))
+
+#: The same app with the rate limiter opened up, for benchmarks/bench_cluster.py: a
+#: closed-loop client on an in-memory node sends far more than the dev limit (1,000
+#: frames/s), and a benchmark must measure the server, not the limiter's refusals.
+bench = build(WsServerConfig.dev(port=int(os.environ.get("WSCORE_TEST_PORT", "0")),
+                                 session_ttl=60.0, shutdown_timeout=2.0,
+                                 rate_limit=1_000_000.0, rate_burst=1_000_000.0))
