@@ -220,3 +220,21 @@ def test_script_replies_are_converted_and_refusals_refined_as_they_are_read(
     with pytest.raises(TypeError):  # convert's own failure reaches its caller only
         broken.get()
     assert writer.submit_script(script, ["k"], ["1"]).get() == 1  # the writer is fine
+
+
+def test_a_send_stuck_on_a_paused_redis_times_out_too(redis_server: RedisServer,
+                                                      fast_writer: RedisWriter,
+                                                      states: list[bool]) -> None:
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        # more than the socket buffers hold: the send itself waits for a Redis that
+        # reads nothing, and the reply deadline still ends it
+        futures = [fast_writer.submit("SET", f"big{i}", "v" * 12_000) for i in range(2_000)]
+        for future in futures:
+            with pytest.raises(RedisUnavailable, match="lost"):
+                future.get(timeout=10)
+        assert states[-1] is False
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    wait_for(lambda: fast_writer.up, what="the writer to reconnect")
+    assert fast_writer.execute("PING") in (True, b"PONG")
