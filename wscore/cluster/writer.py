@@ -14,10 +14,10 @@ The data path runs in the gevent hub, with no greenlet of its own: a send is a
 loop callback (non-blocking; what the socket does not take waits for a write
 watcher), and replies are read by a read watcher that is on for as long as
 the connection is, parsed by hiredis and settled right there. A greenlet per
-direction (as before) cost two switches and a timer per round trip: measured
-on this machine, 125 µs of node CPU per lone round trip against 72 µs for a
-bare gevent socket. Only connecting, reconnecting and timing out are done by a
-supervising greenlet.
+direction (the first design) cost two switches and a timer per round trip:
+measured on this machine, node CPU per lone round trip 125 µs then, 82 µs
+now, 72 µs for a bare gevent socket. Only connecting, reconnecting and timing
+out are done by a supervising greenlet.
 
 Contracts:
 
