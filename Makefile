@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 --no-install-recommends redis-server; st=$$?; \
 	  if [ $$own = 1 ]; then rm -f $$rc; fi; exit $$st; }
+	@# the Redis-over-TLS tests make a throwaway CA with the openssl command
+	command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl; }
 	@# the sandbox's HTML-report test opens the report in headless Chromium (Debian's)
 	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

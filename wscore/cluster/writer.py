@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, cast
@@ -105,14 +106,19 @@ class RedisConnection(Protocol):
 def open_connection(
     url: str, *, socket_timeout: float, connect_timeout: float, name: str | None = None
 ) -> RedisConnection:
-    """A single redis-py connection to ``url`` with retries off and short timeouts (not yet connected)."""
+    """A single redis-py connection to ``url`` with retries off and short timeouts (not yet connected).
+
+    ``rediss://`` is TLS (redis-py's ``SSLConnection``; its options come from the
+    URL's query: ``ssl_ca_certs``, ``ssl_cert_reqs``, ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_check_hostname``); ``redis://`` is plain TCP.
+    """
     from redis.connection import parse_url
 
     kwargs: dict[str, Any] = cast(Callable[[str], dict[str, Any]], parse_url)(url)
-    kwargs.pop("connection_class", None)
+    tls = kwargs.pop("connection_class", None) is redis.SSLConnection
     if kwargs.pop("path", None) is not None:
         raise ValueError(f"unix socket URLs are not supported here: {redacted_url(url)}")
-    make = cast(Callable[..., RedisConnection], redis.Connection)
+    make = cast(Callable[..., RedisConnection], redis.SSLConnection if tls else redis.Connection)
     return make(
         **kwargs,
         socket_timeout=socket_timeout,
@@ -145,21 +151,43 @@ class _Command:
 
 
 class _Link:
-    """One live connection: the raw non-blocking socket, its watchers and its reply parser."""
+    """One live connection: its socket's non-blocking send and receive, watchers and reply parser.
 
-    __slots__ = ("buffer", "conn", "read_watcher", "reader", "sock", "unsent", "write_watcher")
+    Plain TCP uses the OS socket under redis-py's gevent socket. TLS (``rediss://``)
+    uses the ``ssl`` object under gevent's ``SSLSocket``: it raises
+    ``SSLWantReadError`` / ``SSLWantWriteError`` instead of waiting, and may hold
+    decrypted bytes the descriptor does not signal (``pending()``).
+    """
+
+    __slots__ = ("buffer", "conn", "read_watcher", "reader", "receive", "send", "tls",
+                 "unsent", "write_watcher")
 
     def __init__(self, conn: RedisConnection, loop: Any) -> None:
         self.conn = conn
-        # redis-py's socket is a gevent socket; its ``_sock`` is the OS socket, non-blocking
-        self.sock: Any = conn._sock._sock  # type: ignore[attr-defined]
+        wrapped: Any = conn._sock  # type: ignore[attr-defined]  # redis-py leaves it untyped
+        sslobj = getattr(wrapped, "_sslobj", None)
+        self.tls = sslobj is not None
+        self.buffer = bytearray(_READ_SIZE)
+        if sslobj is not None:
+            self.send: Callable[[Any], int] = sslobj.write
+            self.receive: Callable[[], int] = lambda: sslobj.read(_READ_SIZE, self.buffer)
+        else:
+            raw = wrapped._sock  # the OS socket, non-blocking (gevent waits around it)
+            self.send = raw.send
+            self.receive = lambda: raw.recv_into(self.buffer)
         self.reader = hiredis.Reader(protocolError=redis.exceptions.InvalidResponse,
                                      replyError=_parse_error, notEnoughData=_NOT_ENOUGH)
-        fd = self.sock.fileno()
+        fd = wrapped.fileno()
         self.read_watcher: Any = loop.io(fd, 1)
         self.write_watcher: Any = loop.io(fd, 2)
         self.unsent: memoryview | None = None
-        self.buffer = bytearray(_READ_SIZE)
+
+    def pending(self) -> int:
+        """Decrypted bytes buffered in TLS that a read watcher would not announce (0 for TCP)."""
+        if not self.tls:
+            return 0
+        count: int = self.conn._sock._sslobj.pending()  # type: ignore[attr-defined]
+        return count
 
     def close(self) -> None:
         for watcher in (self.read_watcher, self.write_watcher):
@@ -350,12 +378,18 @@ class RedisWriter:
 
     def _write(self, link: _Link, data: bytes | memoryview) -> None:
         try:
-            sent = link.sock.send(data)
-        except BlockingIOError:
+            sent = link.send(data)
+        except (BlockingIOError, ssl.SSLWantWriteError):
             sent = 0
+        except ssl.SSLWantReadError:
+            # TLS must read before it can write (rare with TLS 1.3): the read watcher,
+            # which is always on, retries this write after its next read
+            link.unsent = memoryview(data)
+            return
         if sent < len(data):
             # the socket's buffer is full: the rest waits for the write watcher, and
-            # further batches wait in the queue (where they grow)
+            # further batches wait in the queue (where they grow). TLS is handed the
+            # same bytes again, as OpenSSL asks after a want-write.
             link.unsent = memoryview(data)[sent:]
             link.write_watcher.start(self._on_writable)
 
@@ -377,17 +411,30 @@ class RedisWriter:
         if link is None:
             return
         try:
-            try:
-                count = link.sock.recv_into(link.buffer)
-            except BlockingIOError:
-                return
-            if count == 0:
-                raise redis.exceptions.ConnectionError("Redis closed the connection")
-            self._waiting_since = time.monotonic()
-            link.reader.feed(link.buffer, 0, count)  # type: ignore[arg-type]  # any buffer
-            self._settle_replies(link)
+            while True:
+                try:
+                    count = link.receive()
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if count == 0:
+                    raise redis.exceptions.ConnectionError("Redis closed the connection")
+                self._waiting_since = time.monotonic()
+                link.reader.feed(link.buffer, 0, count)  # type: ignore[arg-type]  # any buffer
+                self._settle_replies(link)
+                if self._link is not link or (count < _READ_SIZE and not link.pending()):
+                    break  # one recv per wake-up unless more is known to be there
+            if link.unsent is not None and not link.write_watcher.active and self._link is link:
+                self._on_writable_after_read(link)
         except Exception as exc:
             self._fail_link(exc)
+
+    def _on_writable_after_read(self, link: _Link) -> None:
+        """Retry a TLS write that had to wait for a read (see :meth:`_write`)."""
+        data, link.unsent = link.unsent, None
+        assert data is not None
+        self._write(link, data)
+        if link.unsent is None:
+            self._send_batches()
 
     def _settle_replies(self, link: _Link) -> None:
         freed = False
