@@ -17,7 +17,10 @@ process (gevent), and prints:
   ``$WSBENCH``) by the independent Node load generator, which costs far less
   per round trip and so measures the node rather than the generator;
 * fan-out: deliveries/s and p99 latency (publisher's clock to receipt) to N room
-  subscribers, and how many deliveries were missing;
+  subscribers, and how many deliveries were missing (this process reads all N
+  sockets, ~20-25k deliveries/s at most: a ceiling of its own); with
+  ``--wsbench`` also the Node load generator's fan-out, at saturation (offered
+  rates in ``SATURATION_RATE``) and at 5 msg/s for a latency that is not a queue's;
 * Redis commands (INFO commandstats) and Redis CPU µs (INFO cpu) per RPC and per broadcast;
 * resume on another node: a client cut on node A resumes on node B; the time from
   opening the socket to having ``sys.connected`` and the replay of 5 missed frames;
@@ -219,6 +222,24 @@ def bench_rpc(mem_node: Node, red_node: Node, clients: int, seconds: float, slic
              "cpu_us": cpu / served * 1e6, "node_us": node_cpu["red"] / n * 1e6})
 
 
+#: msg/s offered to 1,000 subscribers for the fan-out saturation figure, per node kind
+SATURATION_RATE = {"in-memory": 150, "Redis": 60}
+
+
+def wsbench_fanout(wsbench: str, node: Node, subscribers: int, rate: float, messages: int
+                   ) -> dict[str, float]:
+    """One wsbench ``fanout`` run: ``subscribers`` join one room, a publisher sends
+    ``messages`` at ``rate``/s (open loop), latency from the publish instant."""
+    cmd = ["node", os.path.join(wsbench, "wsbench.js"), "fanout", "--subs", str(subscribers),
+           "--rate", str(rate), "--messages", str(messages), "--drain", "30",
+           "--url", f"{node.url}?token=fan",
+           "--label", "wscore", "--server-pid", str(node.proc.pid), "--quiet"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])["results"]
+    return {"rate": float(r["deliveries_per_s"]), "p99_ms": float(r["latency"]["p99_ms"]),
+            "missing": float(r["missing_total"]), "dups": float(r["duplicates_total"])}
+
+
 def bench_fanout(url: str, subscribers: int, broadcasts: int, redis: RedisServer | None
                  ) -> dict[str, float]:
     subs = []
@@ -265,11 +286,12 @@ def bench_fanout(url: str, subscribers: int, broadcasts: int, redis: RedisServer
 
 
 def _medians(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Each figure of each benchmark: its median over the rounds (missing deliveries: the most)."""
+    """Each figure of each benchmark: its median over the rounds (missing or duplicated
+    deliveries: the most)."""
     out: dict[str, dict[str, Any]] = {}
     for key in runs[0]:
-        out[key] = {field: (max if field == "missing" else statistics.median)(run[key][field] for run in runs)
-                    for field in runs[0][key]}
+        out[key] = {field: (max if field in ("missing", "dups") else statistics.median)(
+                        run[key][field] for run in runs) for field in runs[0][key]}
     return out
 
 
@@ -381,11 +403,22 @@ def main() -> None:
                 for i, (mode, url) in enumerate((("in-memory", None), ("Redis", redis.url))):
                     node = Node(url)
                     try:
-                        rounds[mode].append({
+                        figures = {
                             **{key: pair[i] for key, pair in rpc.items()},
                             "fan": bench_fanout(node.url, args.subscribers, args.broadcasts,
                                                 redis if url else None),
-                        })
+                        }
+                        if wsbench:
+                            # saturation: more offered than the node delivers (measured:
+                            # in-memory ~140k deliveries/s, Redis ~30k/s; 150 msg/s to the
+                            # Redis node fills its writer queue, which drops sessions), then
+                            # a rate both sustain, for a latency that is not a queue's
+                            rate = SATURATION_RATE["Redis" if url else "in-memory"]
+                            figures["wsfan"] = wsbench_fanout(wsbench, node, args.subscribers,
+                                                              rate, rate * 4)
+                            figures["wsfan_p99"] = wsbench_fanout(wsbench, node, args.subscribers,
+                                                                  5, 50)
+                        rounds[mode].append(figures)
                     finally:
                         node.stop()
             results = {mode: _medians(runs) for mode, runs in rounds.items()}
@@ -420,6 +453,19 @@ def main() -> None:
         print(f"{label:<34}{mem[key]['rate']:>12,.0f}{red[key]['rate']:>12,.0f}{paired(key):>8.2f}")
     print(f"{'fan-out p99 ms':<34}{mem['fan']['p99_ms']:>12.1f}{red['fan']['p99_ms']:>12.1f}")
     print(f"{'fan-out missing deliveries':<34}{mem['fan']['missing']:>12}{red['fan']['missing']:>12}")
+    if wsbench:
+        print(f"{'wsbench fan-out deliveries/s':<34}{mem['wsfan']['rate']:>12,.0f}"
+              f"{red['wsfan']['rate']:>12,.0f}{paired('wsfan'):>8.2f}   (saturation: "
+              f"{SATURATION_RATE['in-memory']} / {SATURATION_RATE['Redis']} msg/s offered)")
+        print(f"{'wsbench fan-out p99 ms, saturated':<34}{mem['wsfan']['p99_ms']:>12.1f}"
+              f"{red['wsfan']['p99_ms']:>12.1f}")
+        print(f"{'wsbench fan-out p99 ms, 5 msg/s':<34}{mem['wsfan_p99']['p99_ms']:>12.1f}"
+              f"{red['wsfan_p99']['p99_ms']:>12.1f}")
+        print(f"{'wsbench missing / duplicated':<34}"
+              f"{mem['wsfan']['missing'] + mem['wsfan_p99']['missing']:>8.0f} / "
+              f"{mem['wsfan']['dups'] + mem['wsfan_p99']['dups']:<3.0f}"
+              f"{red['wsfan']['missing'] + red['wsfan_p99']['missing']:>8.0f} / "
+              f"{red['wsfan']['dups'] + red['wsfan_p99']['dups']:<3.0f}")
     print(f"Redis commands per RPC (node -> Redis; run inside Redis, scripts' calls included): "
           f"{red['rpc100']['cmds']:.2f}; {red['rpc100']['inner']:.1f} (100 clients), "
           f"{red['rpc10']['cmds']:.2f}; {red['rpc10']['inner']:.1f} (10)")

@@ -5,7 +5,8 @@ Tokens are user names (``?token=alice`` → user ``alice``). Events:
 ``join`` / ``leave`` (a room), ``say`` (broadcast ``said`` to a room, sender
 included), ``tell_user`` (``send_to_user``), ``tell_session``
 (``send_to_session`` of ``payload["sid"]``; both push ``told`` with the
-payload), ``members``.
+payload), ``members``; and ``room.join`` / ``bench.publish`` (broadcasts
+``bench.msg``) as the Node load generator's fan-out mode speaks them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ def build(config: WsServerConfig) -> WsServer:
     @server.on("members")
     def members(ctx: Any) -> Any:
         return len(server.rooms.members(ctx.payload["room"]))
+
+    # The Node load generator's fan-out events (shared/tools/wsbench), for bench_cluster.
+    @server.on("room.join")
+    def bench_join(ctx: Any) -> Any:
+        server.rooms.join(ctx.payload["roomId"], ctx.session)
+        return {"joined": ctx.payload["roomId"]}
+
+    @server.on("bench.publish")
+    def bench_publish(ctx: Any) -> Any:
+        ctx.broadcast_to_room(ctx.payload["roomId"], "bench.msg", ctx.payload)
+        return {"ok": True}
 
     return server
 
