@@ -14,7 +14,8 @@ import pytest
 import redis
 from clusterapp import build
 from redisproc import RedisServer
-from wshelpers import RawClient, wait_for
+from writer_checks import check_a_dropped_idle_connection_is_noticed_at_once_and_repaired
+from wshelpers import RawClient
 
 from wscore import WsServer, WsServerConfig
 from wscore.cluster.scripts import Script
@@ -54,18 +55,7 @@ def test_the_writer_speaks_tls_batches_scripts_and_a_send_larger_than_the_socket
 
 
 def test_a_tls_connection_redis_drops_is_repaired(redis_server: RedisServer) -> None:
-    states: list[bool] = []
-    w = RedisWriter(redis_server.url, idle_check_interval=60, reconnect_min_delay=0.01,
-                    on_state=states.append)
-    w.start()
-    try:
-        assert w.execute("PING") in (True, b"PONG")
-        assert redis_server.admin().client_kill_filter(_type="normal", skipme=True) >= 1
-        wait_for(lambda: len(states) >= 3, timeout=5, what="down, then up again")
-        assert states == [True, False, True]
-        assert w.execute("PING") in (True, b"PONG")
-    finally:
-        w.stop()
+    check_a_dropped_idle_connection_is_noticed_at_once_and_repaired(redis_server)
 
 
 def test_two_nodes_over_tls_share_a_room_and_resume_each_others_sessions(

@@ -10,6 +10,7 @@ import gevent
 import pytest
 import redis
 from redisproc import RedisServer, free_port
+from writer_checks import check_a_dropped_idle_connection_is_noticed_at_once_and_repaired
 from wshelpers import wait_for
 
 from wscore.cluster.errors import RedisUnavailable, WriterQueueFull
@@ -184,19 +185,8 @@ def test_a_batch_larger_than_the_socket_buffer_goes_out_whole_and_in_order(write
 
 
 def test_redis_dropping_the_idle_connection_is_noticed_at_once_and_repaired(
-        redis_server: RedisServer, states: list[bool]) -> None:
-    # a check interval far longer than the test: only the read watcher can notice
-    w = RedisWriter(redis_server.url, idle_check_interval=60, reconnect_min_delay=0.01,
-                    on_state=states.append, name="idle-writer")
-    w.start()
-    try:
-        assert w.execute("PING") in (True, b"PONG")
-        assert redis_server.admin().client_kill_filter(_type="normal", skipme=True) >= 1
-        wait_for(lambda: len(states) >= 3, timeout=5, what="down, then up again")
-        assert states == [True, False, True]
-        assert w.execute("PING") in (True, b"PONG")
-    finally:
-        w.stop()
+        redis_server: RedisServer) -> None:
+    check_a_dropped_idle_connection_is_noticed_at_once_and_repaired(redis_server)
 
 
 def test_script_replies_are_converted_and_refusals_refined_as_they_are_read(
