@@ -39,6 +39,13 @@ Rules it keeps:
   failed write drops the session from this node (:mod:`actors.store`): another
   node owns it (close 4000), or Redis lost it or is unreachable (close 1012);
   it is never ended there, so a resume elsewhere finds what was stored.
+* **with a store, a room message is not stored per member**: it is already in
+  its room's stream. When one follows anything else in the session's stream
+  (an own frame, another room's message) the session stores a *run* entry
+  (``store.start_run``: "from this seq on, this room's messages after its
+  cursor"), gated like an append; the room's next messages take the next seqs
+  and are written with no store write of their own, up to ``store.run_limit``
+  of them. The next own frame, run, or leaving the room closes the run.
 * **with a store, pushes come from the session's inbox** (``send_to_session``,
   ``send_to_user``, from any node): each carries its inbox position
   (``Deliver.inbox``); the session keeps an inbox cursor, appends push
@@ -223,8 +230,14 @@ class SessionActor(GeventActor):
         self._data_json = "{}"
         self._acked_stored = 0
         self._inbound_stored = 0
-        #: The highest seq appended to the store (every numbered frame is, before it is sent).
+        #: The highest seq in the store: appended, or in a stored run (every numbered frame
+        #: is, before it is sent).
         self._appended = 0
+        #: The room of the store's open run for this session (None: the log ends with a
+        #: frame), the room messages it covers so far, and its last seq.
+        self._run_room: str | None = None
+        self._run_len = 0
+        self._run_last = 0
         #: Store writes another actor submits for this session (a room behaviour's publish,
         #: an actor handler's broadcast) not known to have succeeded: they are not ordered
         #: with this session's own writes. A failed one is never uncounted (it drops the
@@ -258,6 +271,10 @@ class SessionActor(GeventActor):
         self.view._rooms.update(h.rooms)
         self.room_cursors = dict(h.rooms)
         self.inbox_cursor = h.inbox
+        if h.run is not None and self.store is not None:
+            # The log's open run goes on; its start is old, so the next message starts a
+            # new one (a resume must find a run's start in the room's history).
+            self._run_room, self._run_len, self._run_last = h.run, self.store.run_limit, stream.last_seq
 
     # -- lifecycle ---------------------------------------------------------------------
     def offer(self, message: Any) -> None:
@@ -543,7 +560,7 @@ class SessionActor(GeventActor):
                 # Dropped from a full buffer already (not resumable): the store's log
                 # refuses the gap at the next append, which drops the session here.
                 continue
-            self._gate(self.store.append(self.view.id, self.epoch, seq, wire, None, 0, 0))
+            self._store_frame(seq, wire, 0)
 
     def _sink_for(self, conn_id: int) -> FrameSink | None:
         sink = self.sink
@@ -652,14 +669,33 @@ class SessionActor(GeventActor):
         store = self.store
         if store is not None:
             seq = self._appended = self.protocol.stream.last_seq
-            wire = out if type(out) is str else frame.numbered(seq)
-            self._gate(store.append(self.view.id, self.epoch, seq, wire, room, room_seq, inbox))
+            if room is None:
+                self._store_frame(seq, out if type(out) is str else frame.numbered(seq), inbox)
+            elif room == self._run_room and self._run_len < store.run_limit:
+                # In the stored run: the room stream holds the message, the run its seq.
+                self._run_len += 1
+                self._run_last = seq
+            else:
+                self._gate(store.start_run(self.view.id, self.epoch, seq, room, room_seq - 1,
+                                           self._run_cursor()))
+                self._run_room, self._run_len, self._run_last = room, 1, seq
         if type(out) is str:
             sink = self.sink
             if sink is not None:
                 self._emit(sink, _SEND, out)
         elif out is not None:
             self._ended(out.reason)  # type: ignore[union-attr]
+
+    def _store_frame(self, seq: int, wire: str, inbox: int) -> None:
+        """Append own frame ``seq`` (gated); it closes the open run, if any."""
+        assert self.store is not None
+        self._gate(self.store.append(self.view.id, self.epoch, seq, wire, inbox, self._run_cursor()))
+        self._run_room = None
+
+    def _run_cursor(self) -> int:
+        """The session's cursor for the open run's room: where that run closes."""
+        room = self._run_room
+        return 0 if room is None else self.room_cursors.get(room, 0)
 
     def _push_error(self, error: WsError, c: Any) -> None:
         self._carry_out(self.protocol.error(error, c, wall=self.env.wall_clock()))
@@ -953,7 +989,10 @@ class SessionActor(GeventActor):
         store = self.store
         if store is not None and self.room_cursors.pop(msg.room_id, None) is not None \
                 and not self._gone:
-            self._gate(store.leave_room(self.view.id, self.epoch, msg.room_id))
+            run_last = 0
+            if self._run_room == msg.room_id:
+                run_last, self._run_room = self._run_last, None  # the run closes there
+            self._gate(store.leave_room(self.view.id, self.epoch, msg.room_id, run_last))
 
     # -- actor-based handlers ------------------------------------------------------------------
     def _run_in_handler_actor(self, spec: HandlerSpec, env: Envelope) -> None:

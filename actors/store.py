@@ -19,6 +19,12 @@ Contract the actor keeps with a store (docs/scaling.md "Store before send"):
   says whether another node owns it now (``"fenced"``: close 4000), Redis lost
   it (``"lost"``) or Redis is unreachable (``"unavailable"``); the session is
   then dropped from this node, never silently continued;
+* a room message is stored once, in its room's stream, before it is published;
+  the session stores only where it sits in its stream: :meth:`SessionStore.start_run`
+  ("from seq q on, this room's messages after room seq c") when a room message
+  follows anything else, and nothing for the next ones of the same run (at
+  most :attr:`SessionStore.run_limit`). Its next own frame, run or leaving that
+  room closes the run; the store checks the seqs;
 * pushes to the session (``send_to_session``/``send_to_user``, from any node)
   wait in its inbox in the store; the actor appends push ``n`` only as
   ``append(..., inbox_pos=n)`` with ``n`` its inbox cursor + 1 (the store
@@ -56,17 +62,28 @@ class Hydration:
     rooms: dict[str, int]
     #: The last position of the session's inbox already in its log (pushes after it wait).
     inbox: int = 0
+    #: The room of the log's open run (the replay read it up to ``rooms[run]``), if any.
+    run: str | None = None
 
 
 class SessionStore(Protocol):
     """Where a node's sessions keep what must outlive the node (see the module docstring)."""
 
     node_id: str
+    #: The most room messages one run covers before the session starts another.
+    run_limit: int
 
-    def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
-               room_seq: int, inbox_pos: int = 0) -> gevent.event.AsyncResult:
+    def append(self, session_id: str, epoch: int, seq: int, wire: str, inbox_pos: int = 0,
+               close_cursor: int = 0) -> gevent.event.AsyncResult:
         """Store numbered frame ``seq``; with ``inbox_pos`` it is that push of the session's
-        inbox, which leaves the inbox in the same step (refused unless it is the next)."""
+        inbox, which leaves the inbox in the same step (refused unless it is the next).
+        An open run closes at ``seq - 1``; ``close_cursor`` is the session's cursor for
+        that run's room."""
+        ...
+    def start_run(self, session_id: str, epoch: int, seq: int, room_id: str, after: int,
+                  close_cursor: int = 0) -> gevent.event.AsyncResult:
+        """Store that seq ``seq`` on are ``room_id``'s messages after room seq ``after``
+        (those excluding this session left out); it closes an open run as :meth:`append`."""
         ...
     def inbox(self, session_id: str) -> gevent.event.AsyncResult:
         """The pushes waiting in the session's inbox: a future of ``(taken, lost, bodies)``,
@@ -77,7 +94,10 @@ class SessionStore(Protocol):
     def set_data(self, session_id: str, epoch: int, data: Any) -> gevent.event.AsyncResult: ...
     def join_room(self, session_id: str, epoch: int, room_id: str, cursor: int
                   ) -> gevent.event.AsyncResult: ...
-    def leave_room(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult: ...
+    def leave_room(self, session_id: str, epoch: int, room_id: str, run_last: int = 0
+                   ) -> gevent.event.AsyncResult:
+        """Leave ``room_id``; the open run, if it is that room's, closes at ``run_last``."""
+        ...
     def publish(self, room_id: str, wire: str) -> gevent.event.AsyncResult:
         """Publish a room message (``wire``: :func:`room_wire`); the room's seq is assigned by the store."""
         ...

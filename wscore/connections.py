@@ -252,9 +252,13 @@ class ConnectionHandler:
         if not isinstance(outcome, Resumed):
             return ClaimResult(None, "wrong_user" if outcome == "wrong_user" else "not_found")
         c = outcome.claim
+        rooms = dict(c.rooms)
+        run = outcome.run_room if outcome.run_room in rooms else None
+        if run is not None:
+            rooms[run] = outcome.run_cursor  # the replay read the open run up to there
         hydration = Hydration(epoch=c.epoch, resume_from=outcome.resume_from, frames=outcome.frames,
-                              inbound=c.inbound, data=c.data, rooms=dict(c.rooms),
-                              inbox=c.inbox_taken)
+                              inbound=c.inbound, data=c.data, rooms=rooms,
+                              inbox=c.inbox_taken, run=run)
         opened = self._server._router.ask(AdoptSession(session_id, user_id, hydration), timeout=_ASK_TIMEOUT)
         return ClaimResult(opened.session_ref)
 

@@ -336,3 +336,43 @@ def test_a_stale_local_copy_is_not_resumed_after_a_claim_elsewhere(
     assert c.recv_close() == 4000
     reply = d.request("count", c="3")
     assert reply["p"] == 2 and reply["s"] == last + 1
+
+
+def test_room_messages_are_stored_once_and_resume_on_another_node(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    # A broadcast is in the room stream once; each member's log gets a run entry, not a
+    # copy (docs/scaling.md "Run entries"), and a resume elsewhere rebuilds the frames.
+    a, b = make_node(), make_node()
+    members = [raw(a.url + f"?token=m{i}") for i in range(5)]
+    sids = [connected(m)["sessionId"] for m in members]
+    for m in members:
+        assert m.request("join", {"room": "lobby"}, c="j")["p"] is True
+    sender = raw(b.url + "?token=speaker")
+    connected(sender)
+    for i in range(40):
+        sender.send({"e": "say", "p": {"room": "lobby", "i": i}})
+    got = {}
+    for m, sid in zip(members, sids, strict=True):
+        frames = [m.recv_until(lambda f: f["e"] == "said") for _ in range(40)]
+        assert [f["p"]["i"] for f in frames] == list(range(40))
+        assert numbered(frames) == list(range(2, 42))  # after the join's reply
+        got[sid] = frames
+        entries = redis_server.admin().lrange(f"wscore:s:{{{sid}}}:log", 0, -1)
+        assert len(entries) == 2 and entries[1].startswith(b"~2:")  # the reply, one run
+    # A member drops after the 10th message; its node goes; the room goes on.
+    members[0].cut()
+    a.stop()
+    for i in range(40, 45):
+        assert sender.request("say", {"room": "lobby", "i": i}, c=f"s{i}")["p"] is True
+    back = raw(b.url + f"?token=m0&session={sids[0]}&last_seq=11")
+    info = connected(back)
+    assert info["resumed"] is True and info["lastSeq"] == 46
+    replay = [back.recv() for _ in range(35)]
+    assert numbered(replay) == list(range(12, 47))
+    assert [f["p"]["i"] for f in replay] == list(range(10, 45))
+    assert replay[:30] == got[sids[0]][10:]  # the same frames, byte for byte as JSON
+    # Live messages go on in the same run; an own frame after them closes it.
+    assert sender.request("say", {"room": "lobby", "i": 45}, c="s45")["p"] is True
+    live = back.recv_until(lambda f: f["e"] == "said")
+    assert (live["p"]["i"], live["s"]) == (45, 47)
+    assert back.request("echo", "mine", c="e")["s"] == 48

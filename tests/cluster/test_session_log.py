@@ -192,16 +192,6 @@ def test_metadata_lives_in_redis_and_spans_nodes(redis_server: RedisServer, log:
         other_writer.stop()
 
 
-def test_room_cursor_moves_only_for_a_member(log: SessionLog) -> None:
-    log.create("s1", "n")
-    log.join_room("s1", 1, "lobby", cursor=3)
-    assert log.join_room("s1", 1, "lobby", cursor=99) is False  # a member's cursor is kept
-    log.append("s1", 1, 1, "room msg 4", room="lobby", room_seq=4)
-    log.append("s1", 1, 2, "other room", room="elsewhere", room_seq=9)
-    record = log.read("s1")
-    assert record is not None and record.rooms == {"lobby": 4}
-
-
 def test_inbound_positions_match_the_memory_tracker(log: SessionLog) -> None:
     log.create("s1", "n")
     tracker = InboundTracker()

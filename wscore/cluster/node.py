@@ -41,7 +41,7 @@ from wscore.cluster.bus import NodeBus
 from wscore.cluster.errors import ClusterError, Fenced, PushNotStored, RedisDataLost, SessionMissing
 from wscore.cluster.generation import Generation
 from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscriber
-from wscore.cluster.session_log import Claim, LogLimits, SessionLog
+from wscore.cluster.session_log import RUN_LIMIT, Claim, LogLimits, SessionLog
 from wscore.cluster.writer import RedisWriter, wait_result
 from wscore.config import redacted_url
 from wscore.protocol.session import ResumeImpossible
@@ -70,10 +70,18 @@ class Resumed:
     claim: Claim
     resume_from: int
     frames: list[str]
+    #: The room of the session log's open run (None: none) and the room seq the replay
+    #: read it to: the session's cursor for that room, and its run goes on from there.
+    run_room: str | None = None
+    run_cursor: int = 0
 
 
 class RedisSessionStore:
     """A session actor's durability in Redis (see ``actors.store`` for the contract)."""
+
+    #: A session starts a new run entry after this many room messages in one run, so a
+    #: resume never needs more of a room stream than its history holds (see SessionLog).
+    run_limit = RUN_LIMIT
 
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
@@ -92,10 +100,16 @@ class RedisSessionStore:
         except ClusterError as exc:
             return _failed(exc)
 
-    def append(self, session_id: str, epoch: int, seq: int, wire: str, room: str | None,
-               room_seq: int, inbox_pos: int = 0) -> gevent.event.AsyncResult:
-        return self._guard(lambda: self.log.append_nowait(session_id, epoch, seq, wire, room=room,
-                                                          room_seq=room_seq, inbox_pos=inbox_pos))
+    def append(self, session_id: str, epoch: int, seq: int, wire: str, inbox_pos: int = 0,
+               close_cursor: int = 0) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.append_nowait(session_id, epoch, seq, wire,
+                                                          inbox_pos=inbox_pos,
+                                                          close_cursor=close_cursor))
+
+    def start_run(self, session_id: str, epoch: int, seq: int, room_id: str, after: int,
+                  close_cursor: int = 0) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.start_run_nowait(session_id, epoch, seq, room_id, after,
+                                                             close_cursor=close_cursor))
 
     def inbox(self, session_id: str) -> gevent.event.AsyncResult:
         return self._guard(lambda: self.log.inbox_nowait(session_id))
@@ -113,8 +127,10 @@ class RedisSessionStore:
                   ) -> gevent.event.AsyncResult:
         return self._guard(lambda: self.log.join_room_nowait(session_id, epoch, room_id, cursor=cursor))
 
-    def leave_room(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult:
-        return self._guard(lambda: self.log.leave_room_nowait(session_id, epoch, room_id))
+    def leave_room(self, session_id: str, epoch: int, room_id: str, run_last: int = 0
+                   ) -> gevent.event.AsyncResult:
+        return self._guard(lambda: self.log.leave_room_nowait(session_id, epoch, room_id,
+                                                              run_last=run_last))
 
     def publish(self, room_id: str, wire: str) -> gevent.event.AsyncResult:
         return self._guard(lambda: self.node.publisher.publish_nowait(room_id, wire))
@@ -218,7 +234,11 @@ class ClusterNode:
         self.writer = RedisWriter(url, on_state=self._writer_state, name=f"wscore-{node_id}"[:60])
         self.generation = Generation(self.writer, prefix=prefix)
         self.log = SessionLog(self.writer, self.generation, limits=limits, prefix=prefix, timeout=timeout)
-        self.publisher = RoomPublisher(self.writer, layout=RoomsLayout(prefix=prefix), timeout=timeout)
+        # A room stream holds what a resume may replay of a run: a session's unacknowledged
+        # frames (max_buffered_messages at most) plus the part of a run before them.
+        self.publisher = RoomPublisher(
+            self.writer, layout=RoomsLayout(prefix=prefix), timeout=timeout,
+            history=max(1000, limits.max_buffered_messages + RUN_LIMIT))
         self.subscriber = RoomSubscriber(url, self.publisher, on_message=on_room_message,
                                          on_gap=on_room_gap)
         self.bus = NodeBus(url, self.writer, node_id=node_id, on_message=on_bus, prefix=prefix,
@@ -392,10 +412,11 @@ class ClusterNode:
             return "missing"
         if record.user_id != user_id:
             return "wrong_user"
-        first = record.last_seq - record.buffered + 1
-        if (last_seq > record.last_seq or last_seq < record.dropped_through
-                or last_seq + 1 < first or record.inbox_lost):
-            return "impossible"  # the same three refusals as the replay, before claiming
+        if ((last_seq > record.last_seq and not record.run) or last_seq < record.dropped_through
+                or last_seq + 1 < record.first_seq or record.inbox_lost):
+            # The same refusals as the replay, before claiming (past an open run, only the
+            # replay can tell: it reads the room stream).
+            return "impossible"
         try:
             claim = self.log.claim(session_id, self.node_id)
         except (SessionMissing, RedisDataLost):
@@ -407,8 +428,8 @@ class ClusterNode:
             except ClusterError:
                 pass
         try:
-            frames = self.log.replay_after(session_id, claim.epoch, last_seq)
+            replay = self.log.replay(session_id, claim.epoch, last_seq)
         except (ResumeImpossible, SessionMissing, RedisDataLost):
             return "impossible"
         self.store.stored(session_id)
-        return Resumed(claim, last_seq, frames)
+        return Resumed(claim, last_seq, replay.frames, replay.run_room, replay.run_cursor)

@@ -26,6 +26,24 @@ Conventions shared by the session scripts (``docs/scaling.md`` has the keys):
   Only ``append`` with an inbox position, fenced, removes an entry, so a push
   lands in the log exactly once.
 
+The session log (``…:log``) holds the unacknowledged part of the session's
+numbered stream as *entries* in seq order (docs/scaling.md "Run entries"):
+
+- a **frame** (the numbered wire text, one seq), for the session's own frames
+  (replies, pushes, ``sys.*``);
+- a **run** ``~<q>:<c>:<n>:<epoch>:<room>``: seqs ``q … q+n-1`` are the
+  room's messages after room seq ``c``, in room order, leaving out those that
+  exclude this session (their sender), as the room stream holds them while the
+  room's epoch is ``epoch`` (a reset numbering is not the same room). ``n`` is empty
+  while the run is *open*: it is then the log's last entry, meta ``run`` names
+  its room, and it extends to whatever the room publishes next. An open run is
+  closed (``n`` written) by the session's next entry or by leaving that room.
+
+Meta ``first`` is the first seq of the first entry (``last + 1`` when the log
+is empty) and ``last`` the last seq stored exactly (an open run's first seq).
+The bytes bound counts the entries' bytes, so a room message in a run costs
+its run entry, not its size: the room stream holds it once.
+
 Errors are ``WS<NAME> message`` replies; :func:`refusal` splits them.
 """
 
@@ -109,20 +127,43 @@ local function touch(ttl)
   redis.call('PEXPIRE', KEYS[4], ttl)
   redis.call('PEXPIRE', KEYS[5], ttl)
 end
--- Release frames <= seq (cumulative ack, capped at last); returns the new acked.
+-- The number of seqs a log entry covers: 1 for a frame, n for a closed run, nil for the open run.
+local function entry_len(e)
+  if string.byte(e, 1) ~= 126 then return 1 end
+  return tonumber(string.match(e, '^~%d+:%d+:(%d*):'))
+end
+-- Close the open run (if any) at seq upto; the room's cursor in the rooms hash moves to
+-- cursor (a member's only). Returns the change of the log's bytes.
+local function close_run(upto, cursor)
+  local room = redis.call('HGET', KEYS[2], 'run')
+  if not room or room == '' then return 0 end
+  local tail = redis.call('LINDEX', KEYS[3], -1)
+  local q, c, rest = string.match(tail, '^~(%d+):(%d+)::(.*)$')
+  local closed = '~' .. q .. ':' .. c .. ':' .. (upto - tonumber(q) + 1) .. ':' .. rest
+  redis.call('LSET', KEYS[3], -1, closed)
+  redis.call('HSET', KEYS[2], 'run', '', 'last', upto)
+  if redis.call('HEXISTS', KEYS[4], room) == 1 then redis.call('HSET', KEYS[4], room, cursor) end
+  return #closed - #tail
+end
+-- Release the entries wholly <= seq (cumulative ack, capped at last unless a run is open,
+-- whose extent only the room stream knows); returns the new acked.
 local function ack_through(seq)
-  local m = redis.call('HMGET', KEYS[2], 'last', 'acked', 'bytes')
-  local last, acked, bytes = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
-  if seq > last then seq = last end
+  local m = redis.call('HMGET', KEYS[2], 'last', 'acked', 'bytes', 'first', 'run')
+  local last, acked, bytes, first = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
+  if (not m[5] or m[5] == '') and seq > last then seq = last end
   if seq <= acked then return acked end
-  local n = redis.call('LLEN', KEYS[3])
-  local first = last - n + 1
-  local k = math.min(seq - first + 1, n)
-  if k > 0 then
-    local gone = redis.call('LPOP', KEYS[3], k)
-    for _, w in ipairs(gone) do bytes = bytes - #w end
+  local k = 0
+  if seq >= first then
+    for _, e in ipairs(redis.call('LRANGE', KEYS[3], 0, seq - first)) do
+      local len = entry_len(e)
+      if len == nil or first + len - 1 > seq then break end
+      first = first + len
+      bytes = bytes - #e
+      k = k + 1
+    end
   end
-  redis.call('HSET', KEYS[2], 'acked', seq, 'bytes', bytes)
+  if k > 0 then redis.call('LTRIM', KEYS[3], k, -1) end
+  redis.call('HSET', KEYS[2], 'acked', seq, 'bytes', bytes, 'first', first)
   return seq
 end
 """
@@ -137,7 +178,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('WSEXISTS the session already exists')
 end
 redis.call('HSET', KEYS[2], 'epoch', 1, 'owner', ARGV[3], 'lease', now_ms() + tonumber(ARGV[4]),
-  'last', 0, 'acked', 0, 'dropped', 0, 'bytes', 0, 'inbound', 0, 'data', ARGV[8],
+  'last', 0, 'first', 1, 'run', '', 'acked', 0, 'dropped', 0, 'bytes', 0, 'inbound', 0, 'data', ARGV[8],
   'ilast', 0, 'itaken', 0, 'ibytes', 0, 'ilost', 0)
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[2], 'user', ARGV[7])
@@ -184,23 +225,29 @@ return {epoch, m[1], lease_live, tonumber(m[3]), tonumber(m[4]), tonumber(m[5]),
 )
 
 # KEYS: gen, meta, log, rooms, inbox.
-# ARGV: gen, epoch, seq, wire, max_messages, max_bytes, ttl, room, room_seq, inbox_pos
-# Appends frame seq (which must be last + 1), then drops the oldest frames while
-# over either bound, remembering the highest unacknowledged seq dropped. With
-# inbox_pos > 0 the frame is that push of the inbox (which must be the head:
-# itaken + 1, else WSINBOX): it leaves the inbox in the same step.
+# ARGV: gen, epoch, seq, wire, max_messages, max_bytes, ttl, inbox_pos, run_room, run_after,
+#       close_cursor, prefix
+# Appends an entry at seq: frame `wire`, or with run_room a new open run of that room
+# after room seq run_after (whose cursor moves there). The seq must be last + 1, or past
+# the open run (closed at seq - 1 first, its room's cursor moving to close_cursor). Then
+# drops the oldest entries while over either bound (never the open run), remembering the
+# highest unacknowledged seq dropped. With inbox_pos > 0 the frame is that push of the
+# inbox (which must be the head: itaken + 1, else WSINBOX): it leaves the inbox in the
+# same step.
 APPEND = Script(
     "append",
     _HELPERS
     + _FENCE
     + """
 local seq = tonumber(ARGV[3])
-local m = redis.call('HMGET', meta, 'last', 'acked', 'dropped', 'bytes', 'ilast', 'itaken', 'ibytes')
+local m = redis.call('HMGET', meta, 'last', 'acked', 'dropped', 'bytes', 'ilast', 'itaken', 'ibytes',
+  'run', 'first')
 local last, acked, dropped, bytes = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
-if seq ~= last + 1 then
+local open = m[8] and m[8] ~= ''
+if (open and seq <= last) or (not open and seq ~= last + 1) then
   return redis.error_reply('WSSEQ append of ' .. seq .. ' but the log is at ' .. last)
 end
-local ipos = tonumber(ARGV[10]) or 0
+local ipos = tonumber(ARGV[8]) or 0
 local itaken, ibytes = tonumber(m[6]) or 0, tonumber(m[7]) or 0
 if ipos > 0 then
   if ipos ~= itaken + 1 or ipos > (tonumber(m[5]) or 0) then
@@ -209,25 +256,30 @@ if ipos > 0 then
   itaken = ipos  -- the inbox holds positions itaken + 1 .. ilast: its head is this push
   ibytes = ibytes - #redis.call('LPOP', inbox)
 end
-local n = redis.call('RPUSH', log, ARGV[4])
-bytes = bytes + #ARGV[4]
+if open then bytes = bytes + close_run(seq - 1, ARGV[11]) end
+local entry = ARGV[4]
+local run = ARGV[9]
+if run ~= '' then
+  local room_epoch = redis.call('HGET', ARGV[12] .. ':r:' .. run .. ':m', 'epoch') or ''
+  entry = '~' .. seq .. ':' .. ARGV[10] .. '::' .. room_epoch .. ':' .. run
+end
+local n = redis.call('RPUSH', log, entry)
+bytes = bytes + #entry
 local max_n, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-local first = seq - n + 1
-while n > 0 and (n > max_n or bytes > max_bytes) do
+local first = tonumber(m[9])
+if n == 1 then first = seq end
+while n > 0 and (n > max_n or bytes > max_bytes) and not (n == 1 and run ~= '') do
   local old = redis.call('LPOP', log)
+  local len = entry_len(old)
   bytes = bytes - #old
-  if first > acked then dropped = first end
-  first = first + 1
+  if first + len - 1 > acked then dropped = first + len - 1 end
+  first = first + len
   n = n - 1
 end
-if ipos > 0 then
-  redis.call('HSET', meta, 'last', seq, 'bytes', bytes, 'dropped', dropped, 'itaken', itaken,
-    'ibytes', ibytes)
-else
-  redis.call('HSET', meta, 'last', seq, 'bytes', bytes, 'dropped', dropped)
-end
-if ARGV[8] ~= '' and redis.call('HEXISTS', rooms, ARGV[8]) == 1 then
-  redis.call('HSET', rooms, ARGV[8], ARGV[9])  -- only a member's cursor moves
+redis.call('HSET', meta, 'last', seq, 'first', first, 'bytes', bytes, 'dropped', dropped, 'run', run)
+if ipos > 0 then redis.call('HSET', meta, 'itaken', itaken, 'ibytes', ibytes) end
+if run ~= '' and redis.call('HEXISTS', rooms, run) == 1 then
+  redis.call('HSET', rooms, run, ARGV[10])  -- only a member's cursor moves
 end
 touch(ARGV[7])
 return {n, dropped, acked}
@@ -246,32 +298,81 @@ return acked
 """,
 )
 
-# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, epoch, last_seq, ttl
-# The rules of wscore.protocol.session.OutgoingStream.replay_after, in the same order.
+# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, epoch, last_seq, ttl, prefix, session_id
+# The rules of wscore.protocol.session.OutgoingStream.replay_after, in the same order, on the
+# stream the entries describe: runs are read from their room's stream (numbered as they were
+# sent), an open run up to the room's head. A run the room stream no longer holds (trimmed,
+# or the room's numbering reset) makes the resume impossible, never a gap.
+# -> {1, frames after last_seq, open run's room or '', the room seq that run reached}
+#    or {0, why not}
 REPLAY = Script(
     "replay",
     _HELPERS
     + _FENCE
     + """
 local want = tonumber(ARGV[3])
-local m = redis.call('HMGET', meta, 'last', 'dropped')
-local last, dropped = tonumber(m[1]), tonumber(m[2])
-if want > last or want < 0 then
-  return {0, 'client claims seq ' .. want .. ' but the stream is at ' .. last}
+local m = redis.call('HMGET', meta, 'last', 'dropped', 'first', 'run', 'ilost')
+local last, dropped, first = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
+local open = m[4] and m[4] ~= ''
+local function past(upto)
+  return {0, 'client claims seq ' .. want .. ' but the stream is at ' .. upto}
 end
+if want < 0 or (want > last and not open) then return past(last) end
 if want < dropped then
   return {0, 'frames up to ' .. dropped .. ' were dropped from a full buffer'}
 end
-local first = last - redis.call('LLEN', log) + 1
 if want + 1 < first then
   return {0, 'frames after ' .. want .. ' were acknowledged and released'}
 end
-if redis.call('HGET', meta, 'ilost') == '1' then
+if m[5] == '1' then
   return {0, 'pushes to the session were refused by its full inbox'}
 end
+local out, s, reached = {}, first, 0
+local sid = ARGV[6]
+for _, e in ipairs(redis.call('LRANGE', log, 0, -1)) do
+  if string.byte(e, 1) ~= 126 then
+    if s > want then out[#out + 1] = e end
+    s = s + 1
+  elseif entry_len(e) ~= nil and s + entry_len(e) - 1 <= want then
+    s = s + entry_len(e)  -- a closed run the client has: its messages need not be read
+  else
+    local q, c, n, room_epoch, room = string.match(e, '^~(%d+):(%d+):(%d*):([^:]*):(.*)$')
+    local need = tonumber(n)  -- nil: the open run, to the room's head
+    if tonumber(q) ~= s then return {0, 'the log is inconsistent at seq ' .. s} end
+    local base = ARGV[5] .. ':r:' .. room
+    local rm = redis.call('HMGET', base .. ':m', 'seq', 'epoch')
+    local head = tonumber(rm[1]) or 0
+    local expect, stop = tonumber(c) + 1, s + (need or 0)
+    if head < expect - 1 or rm[2] ~= room_epoch then
+      return {0, 'room ' .. room .. ' numbering was reset'}
+    end
+    while (need == nil or s < stop) and expect <= head do
+      local page = redis.call('XRANGE', base .. ':x', expect .. '-0', '+', 'COUNT', 500)
+      if #page == 0 then break end
+      for _, x in ipairs(page) do
+        if tonumber(string.match(x[1], '^(%d+)')) ~= expect then break end
+        local w = x[2][2]
+        local cut = string.find(w, '\\n', 1, true)
+        if string.sub(w, 1, cut - 1) ~= sid then
+          if s > want then out[#out + 1] = string.sub(w, cut + 1) .. ',"s":' .. s .. '}' end
+          s = s + 1
+        end
+        expect = expect + 1
+        if need ~= nil and s >= stop then break end
+      end
+      if tonumber(string.match(page[#page][1], '^(%d+)')) ~= expect - 1 then break end
+    end
+    if (need ~= nil and s < stop) or (need == nil and (expect <= head or s == tonumber(q))) then
+      return {0, 'messages of room ' .. room .. ' after ' .. (expect - 1) .. ' are no longer held'}
+    end
+    if need == nil then reached = expect - 1 end
+  end
+end
+if want > s - 1 then return past(s - 1) end
 ack_through(want)
 touch(ARGV[4])
-return {1, redis.call('LRANGE', log, 0, -1)}
+if open then return {1, out, m[4], reached} end
+return {1, out, '', 0}
 """,
 )
 
@@ -315,12 +416,22 @@ return added
 """,
 )
 
-# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, epoch, room, ttl, prefix, session_id -> 1 if it was a member
+# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, epoch, room, ttl, prefix, session_id, run_last
+# -> 1 if it was a member. The session's open run of that room, if any, closes at run_last
+# (its last message): what the room says next is not this session's.
 LEAVE_ROOM = Script(
     "leave_room",
     _HELPERS
     + _FENCE
     + """
+if redis.call('HGET', meta, 'run') == ARGV[3] then
+  local q = tonumber(string.match(redis.call('LINDEX', log, -1), '^~(%d+):'))
+  local upto = tonumber(ARGV[7])
+  if upto < q then
+    return redis.error_reply('WSSEQ run of ' .. ARGV[3] .. ' from ' .. q .. ' closed at ' .. upto)
+  end
+  redis.call('HINCRBY', meta, 'bytes', close_run(upto, 0))
+end
 local removed = redis.call('HDEL', rooms, ARGV[3])
 redis.call('SREM', ARGV[5] .. ':r:' .. ARGV[3] .. ':members', ARGV[6])
 touch(ARGV[4])

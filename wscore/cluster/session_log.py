@@ -7,11 +7,21 @@ Redis so any node can resume the session (SPEC §6):
 - frames are numbered 1, 2, 3 …; :meth:`SessionLog.append` stores frame
   ``seq`` only if it is the log's last + 1 (a reused or skipped ``s`` is
   refused with :class:`SequenceRefused`);
-- the log holds the unacknowledged frames, at most ``max_buffered_messages``
-  and ``max_buffered_bytes`` (UTF-8 bytes of the frames); dropping an
-  unacknowledged frame for space remembers its seq, and a resume from before
-  it is impossible (1006), never a gap. A single frame larger than
-  ``max_buffered_bytes`` is dropped at once, so it ends resumability;
+- room messages are not copied into the log: :meth:`SessionLog.start_run`
+  stores a *run* — "from ``seq`` on, the room's messages after room seq
+  ``after``, except those that exclude this session" — and the messages that
+  follow it in the same room take the next seqs without any write, because
+  the room stream already holds them (stored before they were published).
+  The session's next entry (a frame or another run), or leaving that room,
+  closes the run at the seq before it (``scripts`` module docstring);
+- the log holds the unacknowledged entries, at most ``max_buffered_messages``
+  and ``max_buffered_bytes`` (UTF-8 bytes of the entries: a run costs its
+  entry, a frame its text); dropping an unacknowledged entry for space
+  remembers its last seq, and a resume from before it is impossible (1006),
+  never a gap. A single frame larger than ``max_buffered_bytes`` is dropped at
+  once, so it ends resumability. A run whose messages the room stream no
+  longer holds (trimmed past it, or the room's numbering reset) makes a
+  resume from before its end impossible too;
 - acknowledgements are cumulative; :meth:`replay_after` applies the same three
   refusals as ``OutgoingStream.replay_after``, in the same order, and
   acknowledges what the client says it has;
@@ -58,7 +68,13 @@ from wscore.cluster.generation import Generation
 from wscore.cluster.writer import RedisWriter, text, wait_result
 from wscore.protocol.session import ResumeImpossible
 
-__all__ = ["AppendResult", "Claim", "LogLimits", "SessionLog", "SessionRecord"]
+__all__ = ["RUN_LIMIT", "AppendResult", "Claim", "LogLimits", "Replay", "SessionLog", "SessionRecord"]
+
+#: The most room messages one run entry covers (its owner then starts another). A
+#: resume reads a run's room stream from the run's start, so the start must stay in
+#: the room's history; a run entry per 64 messages per member is ~1.6 % of the writes
+#: one append per member per message made (docs/scaling.md "Run entries").
+RUN_LIMIT = 64
 
 
 _REFUSALS: dict[str, type[ClusterError]] = {
@@ -138,10 +154,10 @@ class SessionRecord:
     epoch: int
     owner: str
     lease_until_ms: int
-    last_seq: int
+    last_seq: int  # the last seq stored exactly (an open run goes on past it)
     acked: int
     dropped_through: int
-    buffered: int
+    buffered: int  # entries in the log (a run is one)
     buffered_bytes: int
     inbound: int
     user_id: str | None
@@ -151,6 +167,23 @@ class SessionRecord:
     inbox_last: int = 0  # the last inbox position assigned (pushes so far)
     inbox_taken: int = 0  # the last one appended to the log; the inbox holds the rest
     inbox_lost: bool = False  # a push was refused for a full inbox
+    first_seq: int = 1  # the first seq the log holds (last_seq + 1 when it is empty)
+    run: str = ""  # the room of the log's open run ("" when none): it extends past last_seq
+
+
+@attrs.frozen(kw_only=True)
+class Replay:
+    """What a resume replays: the frames after the client's ``last_seq``, in order.
+
+    ``run_room`` is the room of the log's open run (None when there is none):
+    its messages were read up to room seq ``run_cursor``, the room's head at
+    the replay, so the resuming session's cursor for that room is there and
+    the run goes on with the room's next message.
+    """
+
+    frames: list[str]
+    run_room: str | None = None
+    run_cursor: int = 0
 
 
 def _pairs(flat: list[Any]) -> dict[str, int]:
@@ -285,13 +318,14 @@ class SessionLog:
 
     # -- the outgoing log --------------------------------------------------------------------
     def append_nowait(
-        self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
-        room_seq: int = 0, inbox_pos: int = 0,
+        self, session_id: str, epoch: int, seq: int, wire: str, *, inbox_pos: int = 0,
+        close_cursor: int = 0,
     ) -> gevent.event.AsyncResult:
         """Queue the store of frame ``seq``; the future gives an :class:`AppendResult`.
 
-        With ``room``, the session's cursor for that room moves to ``room_seq`` in
-        the same step (the room message numbered ``room_seq`` is now in this log).
+        ``seq`` must be the log's last + 1, or come after its open run, which
+        closes at ``seq - 1`` (its room's cursor moving to ``close_cursor``, the
+        last room seq the session has of that room).
         With ``inbox_pos`` (> 0) the frame is that push of the session's inbox,
         which must be the inbox's head (else :class:`SequenceRefused`, nothing
         written): it leaves the inbox in the same step.
@@ -300,19 +334,46 @@ class SessionLog:
         lim = self.limits
         return self._run(
             scripts.APPEND, session_id, epoch, seq, wire, lim.max_buffered_messages,
-            lim.max_buffered_bytes, lim.session_ttl_ms, room or "", room_seq, inbox_pos,
+            lim.max_buffered_bytes, lim.session_ttl_ms, inbox_pos, "", 0, close_cursor, self.prefix,
             convert=_append_result,
         )
 
     def append(
-        self, session_id: str, epoch: int, seq: int, wire: str, *, room: str | None = None,
-        room_seq: int = 0, inbox_pos: int = 0,
+        self, session_id: str, epoch: int, seq: int, wire: str, *, inbox_pos: int = 0,
+        close_cursor: int = 0,
     ) -> AppendResult:
         """:meth:`append_nowait` and wait (raises Fenced, SequenceRefused, SessionMissing …)."""
         result: AppendResult = self._wait(
-            self.append_nowait(session_id, epoch, seq, wire, room=room, room_seq=room_seq,
-                               inbox_pos=inbox_pos)
+            self.append_nowait(session_id, epoch, seq, wire, inbox_pos=inbox_pos,
+                               close_cursor=close_cursor)
         )
+        return result
+
+    def start_run_nowait(
+        self, session_id: str, epoch: int, seq: int, room_id: str, after: int, *,
+        close_cursor: int = 0,
+    ) -> gevent.event.AsyncResult:
+        """Queue the store of a run: seq ``seq`` on are ``room_id``'s messages after room seq
+        ``after`` (those that exclude this session left out); the future gives an
+        :class:`AppendResult`.
+
+        The room messages that follow in the same run need no write: send each
+        once this future succeeded (SPEC §6), numbered ``seq``, ``seq + 1`` …
+        The seq rule, and the closing of an open run, are :meth:`append_nowait`'s;
+        the session's cursor for ``room_id`` (a member's) moves to ``after``.
+        """
+        lim = self.limits
+        return self._run(
+            scripts.APPEND, session_id, epoch, seq, "", lim.max_buffered_messages,
+            lim.max_buffered_bytes, lim.session_ttl_ms, 0, room_id, after, close_cursor, self.prefix,
+            convert=_append_result,
+        )
+
+    def start_run(self, session_id: str, epoch: int, seq: int, room_id: str, after: int, *,
+                  close_cursor: int = 0) -> AppendResult:
+        """:meth:`start_run_nowait` and wait."""
+        result: AppendResult = self._wait(self.start_run_nowait(
+            session_id, epoch, seq, room_id, after, close_cursor=close_cursor))
         return result
 
     # -- the inbox: pushes from any node -------------------------------------------------------
@@ -363,24 +424,34 @@ class SessionLog:
                                           self.limits.session_ttl_ms, convert=int))
         return acked
 
-    def replay_after(self, session_id: str, epoch: int, last_seq: int) -> list[str]:
+    def replay(self, session_id: str, epoch: int, last_seq: int) -> Replay:
         """The frames after ``last_seq``, in order, or :class:`ResumeImpossible`.
 
         The same rules as ``OutgoingStream.replay_after``: a ``last_seq`` past
         the stream, before a frame dropped for space, or before frames already
         acknowledged and released makes the resume impossible; otherwise
-        ``last_seq`` is acknowledged and the rest returned. Fenced: the caller
-        has claimed the session first.
+        ``last_seq`` is acknowledged and the rest returned. Runs are read from
+        their rooms' streams, numbered as they were sent; an open run up to its
+        room's head (those messages are the session's). A run its room stream
+        no longer holds makes the resume impossible. Fenced: the caller has
+        claimed the session first.
         """
 
-        def convert(r: list[Any]) -> list[str]:
+        def convert(r: list[Any]) -> Replay:
             if not int(r[0]):
                 raise ResumeImpossible(text(r[1]))
-            return [text(w) for w in r[1]]
+            room = text(r[2])
+            return Replay(frames=[text(w) for w in r[1]], run_room=room or None,
+                          run_cursor=int(r[3]))
 
-        frames: list[str] = self._wait(self._run(scripts.REPLAY, session_id, epoch, last_seq,
-                                                 self.limits.session_ttl_ms, convert=convert))
-        return frames
+        result: Replay = self._wait(self._run(scripts.REPLAY, session_id, epoch, last_seq,
+                                              self.limits.session_ttl_ms, self.prefix, session_id,
+                                              convert=convert))
+        return result
+
+    def replay_after(self, session_id: str, epoch: int, last_seq: int) -> list[str]:
+        """:meth:`replay`'s frames."""
+        return self.replay(session_id, epoch, last_seq).frames
 
     # -- metadata ----------------------------------------------------------------------------
     def accept_inbound(self, session_id: str, epoch: int, s: int) -> bool:
@@ -405,11 +476,14 @@ class SessionLog:
                                            convert=bool))
         return added
 
-    def leave_room(self, session_id: str, epoch: int, room_id: str) -> bool:
-        """Remove the session from ``room_id``; False if it was not a member."""
-        removed: bool = self._wait(self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
-                                             self.limits.session_ttl_ms, self.prefix, session_id,
-                                             convert=bool))
+    def leave_room(self, session_id: str, epoch: int, room_id: str, *, run_last: int = 0) -> bool:
+        """Remove the session from ``room_id``; False if it was not a member.
+
+        If the log's open run is of ``room_id`` it closes at ``run_last`` (the seq
+        of its last message, which the caller passes when it has such a run).
+        """
+        removed: bool = self._wait(self.leave_room_nowait(session_id, epoch, room_id,
+                                                          run_last=run_last))
         return removed
 
     # -- the non-blocking forms (a session actor never waits for a round trip) ---------------
@@ -429,9 +503,11 @@ class SessionLog:
         return self._run(scripts.JOIN_ROOM, session_id, epoch, room_id, cursor,
                          self.limits.session_ttl_ms, self.prefix, session_id, convert=bool)
 
-    def leave_room_nowait(self, session_id: str, epoch: int, room_id: str) -> gevent.event.AsyncResult:
+    def leave_room_nowait(self, session_id: str, epoch: int, room_id: str, *, run_last: int = 0
+                          ) -> gevent.event.AsyncResult:
         return self._run(scripts.LEAVE_ROOM, session_id, epoch, room_id,
-                         self.limits.session_ttl_ms, self.prefix, session_id, convert=bool)
+                         self.limits.session_ttl_ms, self.prefix, session_id, run_last,
+                         convert=bool)
 
     def renew_nowait(self, session_id: str, epoch: int) -> gevent.event.AsyncResult:
         """As :meth:`renew`; the future gives (pushes waiting in the inbox, lost)."""
@@ -467,6 +543,7 @@ class SessionLog:
             data=json.loads(m["data"]), rooms=_pairs(room_flat), ttl_ms=int(ttl),
             inbox_last=int(m.get("ilast", 0)), inbox_taken=int(m.get("itaken", 0)),
             inbox_lost=text(m.get("ilost", b"0")) == "1",
+            first_seq=int(m.get("first", 1)), run=text(m.get("run", b"")),
         )
 
     def exists(self, session_id: str) -> bool:
