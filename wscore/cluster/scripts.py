@@ -330,11 +330,12 @@ end
 local out, s, reached = {}, first, 0
 local sid = ARGV[6]
 for _, e in ipairs(redis.call('LRANGE', log, 0, -1)) do
+  local len = entry_len(e)
   if string.byte(e, 1) ~= 126 then
     if s > want then out[#out + 1] = e end
     s = s + 1
-  elseif entry_len(e) ~= nil and s + entry_len(e) - 1 <= want then
-    s = s + entry_len(e)  -- a closed run the client has: its messages need not be read
+  elseif len ~= nil and s + len - 1 <= want then
+    s = s + len  -- a closed run the client has: its messages need not be read
   else
     local q, c, n, room_epoch, room = string.match(e, '^~(%d+):(%d+):(%d*):([^:]*):(.*)$')
     local need = tonumber(n)  -- nil: the open run, to the room's head

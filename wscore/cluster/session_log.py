@@ -331,11 +331,16 @@ class SessionLog:
         written): it leaves the inbox in the same step.
         Send the frame to the socket only after the future succeeded (SPEC §6).
         """
+        return self._append(session_id, epoch, seq, wire, inbox_pos, "", 0, close_cursor)
+
+    def _append(self, session_id: str, epoch: int, seq: int, wire: str, inbox_pos: int,
+                run_room: str, run_after: int, close_cursor: int) -> gevent.event.AsyncResult:
+        """The ``append`` script: a frame (``run_room`` empty) or a run; its future."""
         lim = self.limits
         return self._run(
             scripts.APPEND, session_id, epoch, seq, wire, lim.max_buffered_messages,
-            lim.max_buffered_bytes, lim.session_ttl_ms, inbox_pos, "", 0, close_cursor, self.prefix,
-            convert=_append_result,
+            lim.max_buffered_bytes, lim.session_ttl_ms, inbox_pos, run_room, run_after,
+            close_cursor, self.prefix, convert=_append_result,
         )
 
     def append(
@@ -362,12 +367,7 @@ class SessionLog:
         The seq rule, and the closing of an open run, are :meth:`append_nowait`'s;
         the session's cursor for ``room_id`` (a member's) moves to ``after``.
         """
-        lim = self.limits
-        return self._run(
-            scripts.APPEND, session_id, epoch, seq, "", lim.max_buffered_messages,
-            lim.max_buffered_bytes, lim.session_ttl_ms, 0, room_id, after, close_cursor, self.prefix,
-            convert=_append_result,
-        )
+        return self._append(session_id, epoch, seq, "", 0, room_id, after, close_cursor)
 
     def start_run(self, session_id: str, epoch: int, seq: int, room_id: str, after: int, *,
                   close_cursor: int = 0) -> AppendResult:
