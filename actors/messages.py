@@ -392,15 +392,14 @@ class RoomEmpty:
 class SendToSessions:
     """Deliver ``frame`` to a session, a user's sessions, or everyone (all fields None).
 
-    With Redis the server sends only broadcasts this way (pushes to a session or
-    a user go through the sessions' inboxes, :class:`InboxArrived`).
+    Without Redis only: with it, pushes to a session or a user go through the
+    sessions' inboxes (:class:`InboxArrived`) and broadcasts through the
+    everyone room (:class:`RoomPublished`).
     """
 
     frame: EncodedFrame
     session_id: str | None = None
     user_id: str | None = None
-    #: False: deliver to this node's sessions only (a push relayed from another node).
-    relay: bool = True
 
 
 @attrs.frozen

@@ -10,7 +10,10 @@ Redis (the room order is assigned there) and come back from the node's
 subscriber as :class:`RoomPublished`, for the local room actor; a room gets
 its subscription with its first local member; pushes to a session or a user arrive as
 :class:`InboxArrived` (announced by the session's Redis inbox) for the local
-session, and broadcasts are relayed to the other nodes; a session claimed by
+session; ``server.broadcast`` is a message to the everyone room
+(``EVERYONE_ROOM``, which every session joins as it is created: the server
+tells the router a :class:`JoinRoom` for it), so it comes back as any room
+message does; a session claimed by
 another node is dropped here on :class:`Handover` (close 4000), never ended. A
 broadcast to a room with a behaviour goes to the room's actor instead, which
 runs ``on_message`` and publishes (:mod:`actors.room`); with no local member
@@ -74,7 +77,7 @@ from wscore.actors.messages import (
 from wscore.actors.room import RoomActor, publish_room_message
 from wscore.actors.session import SessionActor, SessionEnv
 from wscore.actors.store import ClusterLinks
-from wscore.protocol.codes import CLOSE_REPLACED
+from wscore.protocol.codes import CLOSE_REPLACED, EVERYONE_ROOM
 
 __all__ = ["FindRoom", "RouterActor"]
 
@@ -175,7 +178,8 @@ class RouterActor(GeventActor):
             return {
                 "sessions": len(self.sessions),
                 "users": len(self.users),
-                "rooms": len(self.rooms),
+                # the app's rooms: the everyone room (with Redis) is the server's
+                "rooms": len(self.rooms) - (EVERYONE_ROOM in self.rooms),
                 "sessions_opened": self.sessions_opened,
             }
         elif isinstance(message, StopAll):
@@ -318,8 +322,6 @@ class RouterActor(GeventActor):
         else:
             for entry in list(self.sessions.values()):
                 offer_quietly(entry.offer, deliver)
-            if self.links is not None and msg.relay:
-                self.links.relay(msg.frame.body)
 
     def _stop_all(self, msg: StopAll) -> None:
         for entry in list(self.sessions.values()):

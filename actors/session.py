@@ -102,7 +102,13 @@ from wscore.config import WsServerConfig
 from wscore.context import WsContext, WsSession
 from wscore.errors import WsError
 from wscore.handlers import HandlerSpec, check_schema
-from wscore.protocol.codes import CLOSE_REPLACED, CLOSE_SERVICE_RESTART, ErrorCode, SysEvent
+from wscore.protocol.codes import (
+    CLOSE_REPLACED,
+    CLOSE_SERVICE_RESTART,
+    EVERYONE_ROOM,
+    ErrorCode,
+    SysEvent,
+)
 from wscore.protocol.envelope import EncodedFrame, Envelope, encode_reply
 from wscore.protocol.server_session import (
     Action,
@@ -268,7 +274,7 @@ class SessionActor(GeventActor):
         if isinstance(h.data, dict):
             self.view.data = h.data
         self._data_json = json.dumps(self.view.data)
-        self.view._rooms.update(h.rooms)
+        self.view._rooms.update(r for r in h.rooms if r != EVERYONE_ROOM)  # the app's rooms
         self.room_cursors = dict(h.rooms)
         self.inbox_cursor = h.inbox
         if h.run is not None and self.store is not None:
@@ -472,7 +478,7 @@ class SessionActor(GeventActor):
             store.disown(self.view.id)
         router = self.env.router
         ref = self.actor_ref
-        for room_id in list(self.view._rooms):
+        for room_id in self._member_of():
             tell_quietly(router, LeaveRoom(room_id, self.view.id, ref))
         tell_quietly(router, SessionEnded(self.view.id, self.view.user_id, ref))
         for frame in self.deferred:
@@ -648,7 +654,7 @@ class SessionActor(GeventActor):
         self._gone = True
         self.sink = None
         router = self.env.router
-        for room_id in list(self.view._rooms):
+        for room_id in self._member_of():
             tell_quietly(router, LeaveRoom(room_id, self.view.id))
         tell_quietly(router, SessionEnded(self.view.id, self.view.user_id, self.actor_ref))
         # Free the replay buffer now: the actor object may be referenced a while
@@ -965,7 +971,23 @@ class SessionActor(GeventActor):
             return
         self.env.router.tell(RoomBroadcast(room_id, frame, event, payload, exclude, self.view.id))
 
+    def _member_of(self) -> list[str]:
+        """The rooms this node's room actors hold this session in: the app's, and (with
+        Redis) the everyone room, which the app never sees."""
+        rooms = list(self.view._rooms)
+        if EVERYONE_ROOM in self.room_cursors:
+            rooms.append(EVERYONE_ROOM)
+        return rooms
+
     def _on_joined(self, msg: JoinedRoom) -> None:
+        if msg.room_id == EVERYONE_ROOM:
+            # Stored by the session's create (or already in the rooms it resumed with):
+            # no write, no cap, not among the app's rooms.
+            if msg.cursor is not None and not self._gone:
+                cursor = self.room_cursors.setdefault(msg.room_id, msg.cursor)
+                if msg.room_last > cursor:
+                    self._fill(msg.room_id, msg.room_last + 1)
+            return
         rooms = self.view._rooms
         if msg.room_id not in rooms and len(rooms) >= self.env.config.max_rooms_per_session:
             # Joins by session id (server code) are not checked before routing:

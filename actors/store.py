@@ -137,5 +137,3 @@ class ClusterLinks:
     #: This node starts/stops receiving a room's messages (first/last local member).
     subscribe: Callable[[str, int | None], None]
     unsubscribe: Callable[[str], None]
-    #: Relay a broadcast (frame body) to the sessions other nodes hold (at most once).
-    relay: Callable[[str], None]

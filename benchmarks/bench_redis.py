@@ -12,7 +12,8 @@ a temporary directory, then measures, through one wscore.cluster.RedisWriter:
 * µs of this process's CPU per append (``time.process_time``);
 * Redis CPU µs per append (INFO cpu ``used_cpu_user + used_cpu_sys``, before/after)
   and Redis socket reads per append (INFO stats ``total_reads_processed``);
-* Redis memory per session holding 1,000 unacknowledged 200 B frames (INFO memory);
+* Redis memory per session holding 1,000 unacknowledged 200 B frames, and per
+  idle session as a node creates it (INFO memory);
 * what a push to a session costs (``send_to_session``, docs/scaling.md "Pushes
   across nodes"): before, a ``PUBLISH`` on ``P:all`` plus the owner's
   ``append``; now the ``push`` script (into the session's inbox, announcing it
@@ -48,6 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cluster")]
 from redisproc import RedisServer
 
 from wscore.cluster import Generation, LogLimits, RedisWriter, SessionLog
+from wscore.protocol.codes import EVERYONE_ROOM
 
 logging.getLogger("wscore").setLevel(logging.ERROR)  # the memory run flushes Redis on purpose
 
@@ -229,6 +231,16 @@ def main() -> None:
             per_session = used / args.sessions / 1024
             print(f"Redis memory per session with 1,000 x 200 B frames: {per_session:,.0f} KiB"
                   f" ({args.sessions} sessions)")
+            # An idle session as a node creates it (a member of the everyone room), with
+            # nothing unacknowledged: what a deployment holds per connected client at rest.
+            idle = 2000
+            before = int(server.info("memory")["used_memory"])
+            for i in range(idle):
+                log.create(f"idle-{i:05d}-{os.urandom(8).hex()}", "bench", user_id=f"user{i}",
+                           data={"name": "bench"}, everyone=EVERYONE_ROOM)
+            used = int(server.info("memory")["used_memory"]) - before
+            print(f"Redis memory per idle session: {used / idle:,.0f} B ({idle:,} sessions, "
+                  "each with a user set and the everyone room's cursor)")
             if args.pushes:
                 writer.execute("FLUSHALL")
                 generation.recover()

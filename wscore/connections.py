@@ -30,6 +30,7 @@ from wscore.actors.messages import (
     Detach,
     EndSession,
     Handover,
+    JoinRoom,
     OpenSession,
     Unparseable,
 )
@@ -37,7 +38,13 @@ from wscore.actors.store import Hydration
 from wscore.auth import AuthResult, ConnectionInfo, token_from
 from wscore.errors import ConnectionClosed, PeerProtocolError, WsError
 from wscore.outbox import Outbox
-from wscore.protocol.codes import CLOSE_NORMAL, CLOSE_REPLACED, CLOSE_SERVICE_RESTART, ErrorCode
+from wscore.protocol.codes import (
+    CLOSE_NORMAL,
+    CLOSE_REPLACED,
+    CLOSE_SERVICE_RESTART,
+    EVERYONE_ROOM,
+    ErrorCode,
+)
 from wscore.protocol.envelope import decode_envelope, encode_error
 from wscore.transport import WsTransport
 
@@ -203,12 +210,14 @@ class ConnectionHandler:
         opened = router.ask(OpenSession(auth.user_id), timeout=_ASK_TIMEOUT)
         if self._server._cluster is not None:
             try:
-                self._server._cluster.create(opened.session_id, auth.user_id)
+                everyone = self._server._cluster.create(opened.session_id, auth.user_id)
             except Exception as exc:
                 log.warning("new session not stored (%s); connection refused", exc)
                 opened.session_ref.tell(EndSession(CLOSE_SERVICE_RESTART, "store unavailable"))
                 transport.close(CLOSE_SERVICE_RESTART, "session store unavailable; retry")
                 return None
+            # Stored a member of the everyone room (broadcasts) at that cursor; now locally.
+            router.tell(JoinRoom(EVERYONE_ROOM, opened.session_id, everyone))
         result = opened.session_ref.ask(
             Attach(conn_id, outbox, None, auth.user_id, auth.expires_at, _conn_info(transport),
                    client_tag, attempt), timeout=_ASK_TIMEOUT)

@@ -14,12 +14,25 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from wscore.errors import WsError
-from wscore.protocol.codes import ErrorCode
+from wscore.protocol.codes import RESERVED_ROOM_PREFIX, ErrorCode
 from wscore.protocol.envelope import EncodedFrame, Envelope, encode_envelope, encode_reply
 
-__all__ = ["WsContext", "WsSession"]
+__all__ = ["WsContext", "WsSession", "check_room_id"]
 
 T = TypeVar("T")
+
+
+def check_room_id(room_id: str) -> None:
+    """Refuse the server's own room ids (``sys.*``) with ``WsError`` 1009.
+
+    Room ids usually come from a client's payload, so this is the client's
+    error, answered like any invalid field; the everyone room (``broadcast``,
+    with Redis) is reached only through ``server.broadcast``.
+    """
+    if isinstance(room_id, str) and room_id.startswith(RESERVED_ROOM_PREFIX):
+        raise WsError(ErrorCode.VALIDATION_FAILED,
+                      f"room ids starting with {RESERVED_ROOM_PREFIX!r} are reserved",
+                      {"room": room_id[:200]})
 
 
 class WsSession:
@@ -111,6 +124,7 @@ class WsContext:
 
         The frame is encoded once here, for all recipients.
         """
+        check_room_id(room_id)
         frame = encode_envelope(event, payload, now_ms=self._now_ms())
         self._route_room(room_id, frame, event, payload, None if include_self else self.session.id)
 

@@ -14,9 +14,9 @@ import pykka
 from wscore.actors.messages import JoinRoom, LeaveRoom, RoomBroadcast, RoomMembers
 from wscore.actors.router import FindRoom
 from wscore.behaviours import RoomHandle, RoomMessage, WsRoomBehaviour
-from wscore.context import WsSession
+from wscore.context import WsSession, check_room_id
 from wscore.errors import UsageError, WsError
-from wscore.protocol.codes import ErrorCode
+from wscore.protocol.codes import RESERVED_ROOM_PREFIX, ErrorCode
 from wscore.protocol.envelope import encode_envelope
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ class Rooms:
 
     def _has_behaviour(self, room_id: str) -> bool:
         """Whether rooms named ``room_id`` get a behaviour (without making one)."""
+        if room_id.startswith(RESERVED_ROOM_PREFIX):
+            return False
         return any(room_id.startswith(prefix) for prefix, _factory in self._behaviours)
 
     def _behaviour_for(self, room_id: str) -> Any:
@@ -145,8 +147,11 @@ class Rooms:
         A factory that raises is the app's bug: it is logged and the room gets
         :class:`_FailedBehaviour`, which drops every broadcast (fail closed: a
         filter that could not be made must not let everything through). The
-        router and every other room carry on.
+        router and every other room carry on. The server's own rooms (``sys.*``)
+        never get one, whatever the prefix.
         """
+        if room_id.startswith(RESERVED_ROOM_PREFIX):
+            return None
         for prefix, factory in self._behaviours:
             if room_id.startswith(prefix):
                 try:
@@ -168,6 +173,7 @@ class _FailedBehaviour(WsRoomBehaviour):
 def _room_id(room_id: Any) -> str:
     if not isinstance(room_id, str) or not room_id:
         raise UsageError(f"room id must be a non-empty string, got {room_id!r}")
+    check_room_id(room_id)
     return room_id
 
 

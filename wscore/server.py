@@ -197,11 +197,18 @@ class WsServer:
     def broadcast(self, event: str, payload: Any = None) -> None:
         """Send ``event`` to every session (encoded once).
 
-        With Redis: to the sessions some live node holds when it arrives there, at
-        most once (a session no node holds misses it; docs/scaling.md).
+        With Redis it is a message to the everyone room, which every session joins
+        when it is created: stored once in Redis, delivered in one order on every
+        node, and replayed to a session that no node held meanwhile when it resumes
+        (within the room history; past it the resume gets 1006, never a gap;
+        docs/scaling.md "Broadcasts"). If Redis is known to be down it raises
+        :class:`~wscore.WsError` 1011 (nothing was sent).
         """
         self._require_running()
         frame = encode_envelope(event, payload, now_ms=_now_ms())
+        if self._cluster is not None:
+            self._cluster.broadcast(room_wire(None, frame.body))
+            return
         self._router.tell(SendToSessions(frame))
 
     def _require_running(self) -> None:
@@ -376,19 +383,10 @@ class WsServer:
 
     def _cluster_links(self) -> ClusterLinks:
         node = self._cluster
-        bus = node.bus
-
-        def relay(body: str) -> None:
-            try:
-                bus.send_to_all({"k": "push", "b": body})
-            except Exception as exc:
-                log.warning("broadcast not relayed to the other nodes: %s", exc)
-
         return ClusterLinks(
             publish=lambda room_id, exclude, body: node.store.publish(room_id, room_wire(exclude, body)),
             subscribe=lambda room_id, cursor: node.subscriber.subscribe(room_id, after_seq=cursor),
             unsubscribe=node.subscriber.unsubscribe,
-            relay=relay,
         )
 
     def _on_room_message(self, room_id: str, seq: int, wire: str) -> None:
@@ -429,8 +427,6 @@ class WsServer:
                     router.tell(InboxArrived(message["sid"], pos, EncodedFrame(body)))
                 elif message.get("lost"):
                     router.tell(InboxArrived(message["sid"], 0, None, lost=True))
-            elif kind == "push" and isinstance(message.get("b"), str):
-                router.tell(SendToSessions(EncodedFrame(message["b"]), relay=False))
         except pykka.ActorDeadError:
             pass
 

@@ -60,6 +60,11 @@ def build(config: WsServerConfig) -> WsServer:
         server.send_to_session(ctx.payload["sid"], "told", ctx.payload)
         return True
 
+    @server.on("shout")
+    def shout(ctx: Any) -> Any:
+        server.broadcast("shouted", ctx.payload)
+        return True
+
     @server.on("members")
     def members(ctx: Any) -> Any:
         return len(server.rooms.members(ctx.payload["room"]))

@@ -313,6 +313,74 @@ def test_send_to_session_and_broadcast_span_nodes(make_node: Node,
         assert client.recv_until(lambda f: f["e"] == "everyone")["p"] == {"n": 2}
 
 
+def test_a_broadcast_while_no_node_holds_a_session_reaches_it_on_resume(
+        make_node: Node, raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    c = raw(a.url + "?token=rosa")
+    sid = connected(c)["sessionId"]
+    a.broadcast("news", {"n": 0})
+    assert c.recv_until(lambda f: f["e"] == "news")["p"] == {"n": 0}
+    last = c.request("echo", 0, c="e")["s"]
+    c.cut()
+    a.stop()  # 1012: the session stays in Redis, held by no node
+    for n in (1, 2, 3):
+        b.broadcast("news", {"n": n})
+    back = raw(b.url + f"?token=rosa&session={sid}&last_seq={last}")
+    assert connected(back)["resumed"] is True
+    done = back.request("echo", "after", c="after")
+    got = [f for f in back.skipped if f["e"] == "news"]
+    # In order, once each, numbered on from what the client had, before what came next.
+    assert [f["p"]["n"] for f in got] == [1, 2, 3]
+    assert [f["s"] for f in got] == [last + 1, last + 2, last + 3]
+    assert done["s"] == last + 4
+
+
+def test_broadcasts_from_every_node_keep_one_order_everywhere(
+        make_node: Node, raw: Callable[..., RawClient]) -> None:
+    a, b = make_node(), make_node()
+    on_a, on_b = raw(a.url + "?token=sam"), raw(b.url + "?token=tia")
+    connected(on_a)
+    connected(on_b)
+    sent = []
+    for i in range(20):
+        node = (a, b)[i % 2]
+        node.broadcast("news", {"from": "ab"[i % 2], "i": i})
+        sent.append(i)
+    orders = []
+    for client in (on_a, on_b):
+        seen = []
+        while len(seen) < len(sent):
+            seen.append(client.recv_until(lambda f: f["e"] == "news")["p"]["i"])
+        orders.append(seen)
+    assert orders[0] == orders[1] and sorted(orders[0]) == sent
+
+
+def test_the_everyone_room_is_the_servers_not_the_apps(
+        make_node: Node, raw: Callable[..., RawClient]) -> None:
+    from wscore import WsError
+    from wscore.protocol.codes import EVERYONE_ROOM, ErrorCode
+
+    a = make_node(max_rooms_per_session=1)
+    c = raw(a.url + "?token=uma")
+    connected(c)
+    # It counts against no room cap: the one room this session may join is its own choice.
+    assert c.request("join", {"room": "lobby"}, c="j")["p"] is True
+    full = c.request("join", {"room": "second"}, c="j2")
+    assert full["e"] == "sys.error" and full["p"]["code"] == ErrorCode.RATE_LIMIT_EXCEEDED
+    wait_for(lambda: a.stats()["rooms"] == 1, what="the lobby's actor")
+    assert a.stats()["rooms"] == 1  # the app's rooms only: the everyone room is not counted
+    # A client cannot name it: the app's handler passes the id on, the client gets 1009.
+    for event in ("join", "say", "leave"):
+        err = c.request(event, {"room": EVERYONE_ROOM}, c=event)
+        assert err["e"] == "sys.error" and err["p"]["code"] == ErrorCode.VALIDATION_FAILED, err
+    with pytest.raises(WsError):
+        a.rooms.broadcast(EVERYONE_ROOM, "x")
+    with pytest.raises(WsError):
+        a.rooms.members("sys.other")
+    a.broadcast("news", 1)
+    assert c.recv_until(lambda f: f["e"] == "news")["p"] == 1
+
+
 def test_a_stale_local_copy_is_not_resumed_after_a_claim_elsewhere(
         make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
     from wscore.cluster import Generation, RedisWriter, SessionLog

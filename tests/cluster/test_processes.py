@@ -164,6 +164,36 @@ def test_a_push_made_while_its_node_is_dead_reaches_the_client_after_the_resume(
         reader.close()
 
 
+def test_a_broadcast_made_while_a_sessions_node_is_dead_reaches_it_after_the_resume(
+        nodes: Callable[[], NodeProcess]) -> None:
+    a, b = nodes(), nodes()
+    reader = RawClient(a.url + "?token=reader")
+    shouter = RawClient(b.url + "?token=shouter")
+    try:
+        sid = _connected(reader)["sessionId"]
+        _connected(shouter)
+        seen = reader.request("echo", "seen", c="seen")["s"]
+        a.signal(signal.SIGKILL)  # no release: Redis still names node A the owner, lease live
+        reader.close()
+        for n in range(3):
+            assert shouter.request("shout", {"n": n}, c=f"b{n}")["p"] is True
+        resumed = RawClient(b.url + f"?token=reader&session={sid}&last_seq={seen}")
+        try:
+            assert _connected(resumed)["resumed"] is True
+            frames = [resumed.recv() for _ in range(3)]
+            assert [(f["e"], f["p"]["n"]) for f in frames] == [("shouted", 0), ("shouted", 1),
+                                                              ("shouted", 2)]
+            assert [f["s"] for f in frames] == list(range(seen + 1, seen + 4))
+            # Exactly once: the next frame is a fresh reply.
+            reply = resumed.request("echo", "after", c="after")
+            assert resumed.skipped == [] and reply["s"] == seen + 4
+        finally:
+            resumed.close()
+    finally:
+        shouter.close()
+        reader.close()
+
+
 def test_unusable_redis_makes_wscore_run_exit_2_with_one_line() -> None:
     port = free_port()
     proc = subprocess.run(

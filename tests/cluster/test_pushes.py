@@ -181,7 +181,7 @@ def tell(client: RawClient, sid: str, n: int, **extra: Any) -> int:
 def assert_exactly_once_then_quiet(client: RawClient, pushes: list[dict[str, Any]],
                                    first_s: int) -> None:
     """The pushes carry s = first_s, first_s + 1 …, and the next frame is a fresh reply
-    (a duplicate from the inbox, or the relay, would come before it)."""
+    (a duplicate from the inbox would come before it)."""
     assert [f["s"] for f in pushes] == list(range(first_s, first_s + len(pushes)))
     reply = client.request("echo", "after", c="after")
     assert client.skipped == [] and reply["s"] == first_s + len(pushes)

@@ -77,6 +77,9 @@ def test_redis_unreachable_503_and_healthz_down_then_resume_when_back(
         assert refused_push.value.code == ErrorCode.INTERNAL_ERROR
         with pytest.raises(WsError):
             node.send_to_user("ivy", "told", "lost?")
+        with pytest.raises(WsError) as refused_broadcast:
+            node.broadcast("told", "lost?")
+        assert refused_broadcast.value.code == ErrorCode.INTERNAL_ERROR
         # A frame that cannot be stored is never sent: the session's connection closes 1012.
         c.send({"e": "count", "c": "2"})
         assert c.recv_close() == 1012

@@ -88,6 +88,26 @@ def test_two_sessions_in_a_room_see_each_others_broadcasts() -> None:
         assert alice.events("said") == [{"text": "yo"}]
 
 
+def test_room_ids_in_sys_are_the_servers() -> None:
+    server = make_server()
+    with HandlerTestServer(server) as t:
+        alice = t.session(user_id="alice")
+        for event, payload in (("room.join", {"roomId": "sys.everyone"}),
+                               ("say", {"roomId": "sys.x", "text": "hi"})):
+            with pytest.raises(WsError) as err:
+                alice.request(event, payload)
+            assert err.value.code is ErrorCode.VALIDATION_FAILED
+            assert err.value.details == {"room": payload["roomId"]}
+        assert alice.rooms == frozenset()
+        for call in (lambda: server.rooms.join("sys.everyone", alice.id),
+                     lambda: server.rooms.leave("sys.everyone", alice.id),
+                     lambda: server.rooms.broadcast("sys.everyone", "x"),
+                     lambda: server.rooms.members("sys.everyone")):
+            with pytest.raises(WsError):
+                call()
+        assert alice.request("room.join", {"roomId": "system"}) == {"joined": "system"}
+
+
 def test_disconnect_then_reconnect_replays_what_was_pushed_meanwhile() -> None:
     with HandlerTestServer(make_server()) as t:
         alice, bob = t.session(), t.session()

@@ -9,7 +9,7 @@
 - :mod:`~wscore.cluster.session_log`: the fenced per-session log (:class:`SessionLog`).
 - :mod:`~wscore.cluster.rooms`: room messages with a per-room seq across nodes.
 - :mod:`~wscore.cluster.generation`: detecting a Redis that lost its data.
-- :mod:`~wscore.cluster.bus`: node-to-node messages (hand-overs, relayed pushes).
+- :mod:`~wscore.cluster.bus`: node-to-node messages (hand-overs, inbox announcements).
 - :mod:`~wscore.cluster.node`: one node's parts composed, and the sessions' store.
 - :mod:`~wscore.cluster.errors`: the exceptions.
 

@@ -1,11 +1,9 @@
-"""Node-to-node messages over Redis pub/sub: hand-overs, inbox announcements, broadcasts.
+"""Node-to-node messages over Redis pub/sub: hand-overs and inbox announcements.
 
-Every node subscribes to two channels: ``<prefix>:n:<node_id>`` (messages for
-it alone: "another node claimed session X, drop it", and "session X you hold
-has push n in its inbox", published by the inbox script itself) and
-``<prefix>:all`` (``broadcast``, which every node delivers to the sessions it
-holds). Messages are JSON objects; ``o`` names the sending node, and a node
-ignores its own messages on ``all`` (it delivered locally).
+Every node subscribes to ``<prefix>:n:<node_id>``: messages for it alone
+("another node claimed session X, drop it", and "session X you hold has push n
+in its inbox", published by the inbox script itself). Messages are JSON
+objects; ``o`` names the sending node.
 
 Pub/sub is best-effort: a message published while a node is reconnecting is
 lost, and nothing reports it. Nothing that needs a guarantee relies on it:
@@ -16,9 +14,10 @@ lost, and nothing reports it. Nothing that needs a guarantee relies on it:
 * a lost inbox announcement only delays that push: it stays in the session's
   inbox in Redis until the owner reads it — at its next announcement, its
   next lease renewal, or at once after the bus re-subscribes
-  (``on_resubscribed``);
-* ``broadcast`` reaches the sessions a live node holds when it arrives, at
-  most once (docs/scaling.md says so).
+  (``on_resubscribed``).
+
+``broadcast`` does not come this way: it is a message to the everyone room
+(:mod:`wscore.cluster.rooms`), numbered, stored and gap-filled like any room's.
 """
 
 from __future__ import annotations
@@ -75,7 +74,6 @@ class NodeBus:
         self.on_resubscribed = on_resubscribed
         self.prefix = prefix
         self.own_channel = f"{prefix}:n:{node_id}"
-        self.all_channel = f"{prefix}:all"
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
@@ -95,10 +93,6 @@ class NodeBus:
         """Publish ``message`` to one node (raises ClusterError at once while Redis is down)."""
         return self.writer.submit("PUBLISH", self.channel_of(node_id),
                                   json.dumps({**message, "o": self.node_id}))
-
-    def send_to_all(self, message: dict[str, Any]) -> gevent.event.AsyncResult:
-        """Publish ``message`` to every other node."""
-        return self.writer.submit("PUBLISH", self.all_channel, json.dumps({**message, "o": self.node_id}))
 
     # -- life -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,7 +122,7 @@ class NodeBus:
                                connect_timeout=self.connect_timeout, name="wscore-bus")
         conn.connect()
         self._conn = conn
-        conn.send_command("SUBSCRIBE", self.own_channel, self.all_channel, check_health=False)
+        conn.send_command("SUBSCRIBE", self.own_channel, check_health=False)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -137,19 +131,16 @@ class NodeBus:
     def _read_loop(self) -> None:
         conn = self._conn
         assert conn is not None
-        confirmed = 0
         for reply in pubsub_replies(conn, stopped=self._stopped, ping_interval=self.ping_interval):
             kind = text(reply[0]).lower()
-            if kind == "subscribe":
-                confirmed += 1
-                if confirmed == 2:  # both channels: this connection listens now
-                    again = self._subscribed.is_set()
-                    self._subscribed.set()
-                    if again and self.on_resubscribed is not None:
-                        try:  # messages published while away were lost: let the node catch up
-                            self.on_resubscribed()
-                        except Exception:
-                            log.exception("node bus re-subscription callback failed")
+            if kind == "subscribe":  # its one channel: this connection listens now
+                again = self._subscribed.is_set()
+                self._subscribed.set()
+                if again and self.on_resubscribed is not None:
+                    try:  # messages published while away were lost: let the node catch up
+                        self.on_resubscribed()
+                    except Exception:
+                        log.exception("node bus re-subscription callback failed")
             elif kind == "message":
                 self._dispatch(text(reply[1]), text(reply[2]))
 
@@ -161,8 +152,6 @@ class NodeBus:
             return
         if not isinstance(message, dict):
             return
-        if channel == self.all_channel and message.get("o") == self.node_id:
-            return  # our own push: delivered locally already
         self.received += 1
         try:
             self.on_message(message)

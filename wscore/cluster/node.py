@@ -44,6 +44,7 @@ from wscore.cluster.rooms import RoomGap, RoomPublisher, RoomsLayout, RoomSubscr
 from wscore.cluster.session_log import RUN_LIMIT, Claim, LogLimits, SessionLog
 from wscore.cluster.writer import RedisWriter, wait_result
 from wscore.config import redacted_url
+from wscore.protocol.codes import EVERYONE_ROOM
 from wscore.protocol.session import ResumeImpossible
 
 __all__ = ["ClusterNode", "RedisSessionStore", "Resumed", "make_node_id"]
@@ -341,7 +342,7 @@ class ClusterNode:
             except Exception:
                 log.exception("lease renewal failed")
 
-    # -- pushes (never block, never raise: server code calls them from anywhere) -------------
+    # -- pushes (never block; refused at once when Redis is known down: server code calls them from anywhere)
     def push(self, session_id: str, body: str) -> None:
         """Put a push into ``session_id``'s inbox (its owner, on any node, appends it).
 
@@ -351,21 +352,36 @@ class ClusterNode:
         connection breaks after it was sent has an unknown outcome, as any
         command: logged at warning.
         """
-        try:
-            future = self.log.push_nowait(session_id, body)
-        except ClusterError as exc:
-            log.warning("push to a session not stored (Redis): %s", exc)
-            raise PushNotStored() from exc
-        future.rawlink(self._pushed)
+        self._submit_push("a session", lambda: self.log.push_nowait(session_id, body), self._pushed)
 
     def push_user(self, user_id: str, body: str) -> None:
         """Put a push into the inbox of every session of ``user_id`` (on every node); as :meth:`push`."""
+        self._submit_push("a user", lambda: self.log.push_user_nowait(user_id, body), self._pushed)
+
+    def broadcast(self, wire: str) -> None:
+        """Publish ``wire`` (a room message) to the everyone room: every session, every node.
+
+        Redis known down or the writer full: :class:`PushNotStored` at once (nothing
+        was sent). A publish whose connection breaks after it was sent has an
+        unknown outcome, as any command: logged at warning.
+        """
+        self._submit_push("everyone", lambda: self.publisher.publish_nowait(EVERYONE_ROOM, wire),
+                          self._broadcast_done)
+
+    @staticmethod
+    def _submit_push(to: str, submit: Callable[[], gevent.event.AsyncResult],
+                     done: Callable[[gevent.event.AsyncResult], None]) -> None:
+        """``submit()``; refused at once (Redis known down, writer full): PushNotStored."""
         try:
-            future = self.log.push_user_nowait(user_id, body)
+            future = submit()
         except ClusterError as exc:
-            log.warning("push to a user not stored (Redis): %s", exc)
+            log.warning("push to %s not stored (Redis): %s", to, exc)
             raise PushNotStored() from exc
-        future.rawlink(self._pushed)
+        future.rawlink(done)
+
+    def _broadcast_done(self, result: gevent.event.AsyncResult) -> None:
+        if not result.successful():
+            log.warning("broadcast not published (Redis): %s", result.exception)
 
     def _pushed(self, result: gevent.event.AsyncResult) -> None:
         if not result.successful():
@@ -386,13 +402,18 @@ class ClusterNode:
                         "longer be resumed intact", ", ".join(refused))
 
     # -- sessions (blocking: called from a connection's reader greenlet) --------------------
-    def create(self, session_id: str, user_id: str | None) -> None:
+    def create(self, session_id: str, user_id: str | None) -> int:
+        """Record a new session owned here, a member of the everyone room (``broadcast``)
+        from now on; returns its cursor for that room (the room's seq now)."""
         try:
-            self.log.create(session_id, self.node_id, user_id=user_id, data={})
+            claim = self.log.create(session_id, self.node_id, user_id=user_id, data={},
+                                    everyone=EVERYONE_ROOM)
         except RedisDataLost:
             self.generation.recover()
-            self.log.create(session_id, self.node_id, user_id=user_id, data={})
+            claim = self.log.create(session_id, self.node_id, user_id=user_id, data={},
+                                    everyone=EVERYONE_ROOM)
         self.store.stored(session_id)
+        return claim.rooms[EVERYONE_ROOM]
 
     def resume(self, session_id: str, user_id: str | None, last_seq: int) -> Resumed | str:
         """Claim ``session_id`` for a resume from ``last_seq`` on this node.

@@ -168,7 +168,11 @@ local function ack_through(seq)
 end
 """
 
-# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, session_id, node, lease_ms, ttl, has_user, user, data, prefix
+# KEYS: gen, meta, log, rooms, inbox. ARGV: gen, session_id, node, lease_ms, ttl, has_user, user, data,
+# prefix, everyone room ('' for none). With a room the session is its member from here on, at the
+# room's current seq, in the same step (no window in which a broadcast could miss it); its members
+# set is not written (nobody lists everyone, and it would keep every expired session's id).
+# -> the session's cursor for that room (0 without one)
 CREATE = Script(
     "create",
     _HELPERS
@@ -186,8 +190,13 @@ if ARGV[6] == '1' then
   redis.call('SADD', ukey, ARGV[2])
   if redis.call('PTTL', ukey) < tonumber(ARGV[5]) then redis.call('PEXPIRE', ukey, ARGV[5]) end
 end
+local cursor = 0
+if ARGV[10] ~= '' then
+  cursor = tonumber(redis.call('HGET', ARGV[9] .. ':r:' .. ARGV[10] .. ':m', 'seq')) or 0
+  redis.call('HSET', KEYS[4], ARGV[10], cursor)
+end
 touch(ARGV[5])
-return 1
+return cursor
 """,
 )
 

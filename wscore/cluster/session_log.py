@@ -254,19 +254,25 @@ class SessionLog:
 
     # -- ownership ---------------------------------------------------------------------------
     def create(
-        self, session_id: str, node_id: str, *, user_id: str | None = None, data: Any = None
+        self, session_id: str, node_id: str, *, user_id: str | None = None, data: Any = None,
+        everyone: str | None = None,
     ) -> Claim:
-        """Record a new session owned by ``node_id`` at epoch 1 (``ClusterError`` if it exists)."""
+        """Record a new session owned by ``node_id`` at epoch 1 (``ClusterError`` if it exists).
+
+        With ``everyone`` (a room id) the session is that room's member in the same
+        step, at the room's current seq: the claim's ``rooms`` holds that cursor.
+        """
         lim = self.limits
         raw = self._run(
             scripts.CREATE, session_id, session_id, node_id, lim.lease_ttl_ms, lim.session_ttl_ms,
             "0" if user_id is None else "1", user_id or "", json.dumps(data), self.prefix,
-            convert=_same,
+            everyone or "", convert=int,
         )
-        self._wait(raw)
+        cursor: int = self._wait(raw)
         return Claim(
             session_id=session_id, epoch=1, previous_owner="", previous_lease_live=False,
-            last_seq=0, acked=0, dropped_through=0, inbound=0, user_id=user_id, data=data, rooms={},
+            last_seq=0, acked=0, dropped_through=0, inbound=0, user_id=user_id, data=data,
+            rooms={} if everyone is None else {everyone: cursor},
         )
 
     def claim(self, session_id: str, node_id: str) -> Claim:

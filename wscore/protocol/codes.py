@@ -120,3 +120,11 @@ class SysEvent(str, enum.Enum):
 #: The event name of a reply (SPEC §3: ``{"e":"ack","c":…}``). Not in ``sys.*``.
 REPLY_EVENT = "ack"
 __all__ += ["REPLY_EVENT"]
+
+#: Room ids in ``sys.*`` are the server's, as events are: ``server.rooms`` refuses them.
+RESERVED_ROOM_PREFIX = "sys."
+#: With Redis every session is a member of this room from its creation on, and
+#: ``server.broadcast`` is a message to it: stored once, in one order, gap-filled and
+#: replayed on a resume like any room message (docs/scaling.md "Broadcasts").
+EVERYONE_ROOM = "sys.everyone"
+__all__ += ["EVERYONE_ROOM", "RESERVED_ROOM_PREFIX"]
