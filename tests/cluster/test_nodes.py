@@ -381,6 +381,22 @@ def test_the_everyone_room_is_the_servers_not_the_apps(
     assert c.recv_until(lambda f: f["e"] == "news")["p"] == 1
 
 
+def test_a_node_keeps_the_record_of_a_silent_room_with_members_alive(
+        make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
+    a = make_node(session_ttl=1.5)  # lease renewals every 0.5 s
+    assert a._cluster is not None
+    a._cluster.rooms_keep_alive_interval = 0.0  # room_ttl / 4 in production: hours
+    c = raw(a.url + "?token=vera")
+    connected(c)
+    assert c.request("join", {"room": "quiet"}, c="j")["p"] is True
+    assert c.request("say", {"room": "quiet", "n": 1}, c="s")["p"] is True
+    admin = redis_server.admin()
+    keys = ("wscore:r:quiet:m", "wscore:r:quiet:x")
+    for key in keys:
+        admin.expire(key, 5)  # the room's last message was nearly room_ttl ago
+    wait_for(lambda: all(admin.ttl(key) > 5 for key in keys), what="the room's TTL refreshed")
+
+
 def test_a_stale_local_copy_is_not_resumed_after_a_claim_elsewhere(
         make_node: Node, raw: Callable[..., RawClient], redis_server: RedisServer) -> None:
     from wscore.cluster import Generation, RedisWriter, SessionLog

@@ -184,6 +184,25 @@ def test_a_room_whose_record_was_lost_is_a_reset_not_a_continuation(
     assert sub.seqs("lobby") == [1, 2, 3, 1]
 
 
+def test_keep_alive_holds_the_record_of_the_rooms_a_node_subscribes_to(
+    nodes: Callable[..., Node], redis_server: RedisServer
+) -> None:
+    node = nodes().subscribed("held")
+    for room in ("held", "left"):
+        node.publisher.publish(room, "m")
+    admin = redis_server.admin()
+    keys = {room: (f"wscore:r:{room}:m", f"wscore:r:{room}:x") for room in ("held", "left")}
+    for room_keys in keys.values():
+        for key in room_keys:
+            admin.expire(key, 5)  # as if its last message were nearly room_ttl ago
+    assert node.subscriber.keep_alive() == 1
+    node.writer.execute("PING")  # after the EXPIREs, on the one writer connection
+    # The subscribed room's record lives on (silent members are not a reset later)...
+    assert all(admin.ttl(key) > 5 for key in keys["held"])
+    # ...a room this node has no member of still expires when its time comes.
+    assert all(0 < admin.ttl(key) <= 5 for key in keys["left"])
+
+
 def test_unsubscribe_stops_delivery(nodes: Callable[..., Node]) -> None:
     pub, sub = nodes(), nodes().subscribed("a").subscribed("b")
     pub.publisher.publish("a", "a1")

@@ -249,6 +249,9 @@ class ClusterNode:
         self._recovering = False
         self._started = False
         self.renew_interval = max(min(limits.lease_ttl, limits.session_ttl) / 3, 0.05)
+        #: How often the rooms this node has members in get their TTL refreshed (a
+        #: quarter of ``room_ttl``, at most an hour: 2 commands per room per node).
+        self.rooms_keep_alive_interval = min(self.publisher.room_ttl / 4, 3600.0)
 
     # -- life -----------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> None:
@@ -334,6 +337,7 @@ class ClusterNode:
             log.exception("renewal after a bus re-subscription failed")
 
     def _renew_loop(self) -> None:
+        rooms_kept = time.monotonic()
         while True:
             # A periodic lease renewal, not a synchronisation.
             gevent.sleep(self.renew_interval)
@@ -341,6 +345,14 @@ class ClusterNode:
                 self.store.renew_all(self.renew_interval)
             except Exception:
                 log.exception("lease renewal failed")
+            if time.monotonic() - rooms_kept >= self.rooms_keep_alive_interval:
+                rooms_kept = time.monotonic()
+                try:
+                    self.subscriber.keep_alive()
+                except ClusterError:
+                    pass  # Redis is down: the writes will tell; next time again
+                except Exception:
+                    log.exception("refreshing the rooms' TTL failed")
 
     # -- pushes (never block; refused at once when Redis is known down: server code calls them from anywhere)
     def push(self, session_id: str, body: str) -> None:

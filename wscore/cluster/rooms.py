@@ -5,8 +5,9 @@ XADDs the message to a short per-room stream (entry id ``<seq>-0``, ``MAXLEN ~
 history``) and PUBLISHes ``"<seq>:<epoch>:<wire>"``, atomically, so the seq
 order *is* the room order every node sees. The room's *epoch* (Redis's clock
 when the room's record was made) changes when that record is lost (data loss,
-or the room idle past ``room_ttl``), so a restarted numbering is never taken
-for a continuation.
+or the room idle past ``room_ttl`` with no live node holding a member: each
+subscribing node refreshes it, :meth:`RoomSubscriber.keep_alive`), so a
+restarted numbering is never taken for a continuation.
 
 Receiving (:class:`RoomSubscriber`): one pub/sub connection per node, read by
 its own greenlet, delivers each subscribed room's messages to
@@ -224,6 +225,25 @@ class RoomSubscriber:
 
     def stats(self) -> dict[str, int | bool]:
         return {"up": self._up, "rooms": len(self._rooms), **self._stats}
+
+    def keep_alive(self) -> int:
+        """Refresh the TTL (``room_ttl``) of every room this node subscribes to; the count.
+
+        A room's record (seq, epoch, stream) expires ``room_ttl`` after its last
+        publish. A room whose members are live but silent for that long would then
+        restart its numbering at its next message, which every member must take
+        as a reset (the sessions end, their resumes answer 1006). Refreshed by a
+        node that has members, a room expires only once no live node holds one.
+        Queued without waiting (a refused command: Redis is down, the next call
+        tries again).
+        """
+        ttl = self.publisher.room_ttl
+        count = 0
+        for room in list(self._rooms.values()):
+            for key in (self.layout.meta_key(room.room_id), self.layout.stream_key(room.room_id)):
+                self.publisher.writer.submit("EXPIRE", key, ttl)
+            count += 1
+        return count
 
     def last_delivered(self, room_id: str) -> int | None:
         room = self._rooms.get(self.layout.channel(room_id))
