@@ -135,11 +135,19 @@ class Rooms:
         self._behaviours.append((prefix, factory))
         self._behaviours.sort(key=lambda item: len(item[0]), reverse=True)
 
+    def _factory_for(self, room_id: str) -> Callable[[str], Any] | None:
+        """The factory of the longest prefix ``room_id`` starts with; none for the server's
+        own rooms (``sys.*``), whatever the prefix."""
+        if room_id.startswith(RESERVED_ROOM_PREFIX):
+            return None
+        for prefix, factory in self._behaviours:
+            if room_id.startswith(prefix):
+                return factory
+        return None
+
     def _has_behaviour(self, room_id: str) -> bool:
         """Whether rooms named ``room_id`` get a behaviour (without making one)."""
-        if room_id.startswith(RESERVED_ROOM_PREFIX):
-            return False
-        return any(room_id.startswith(prefix) for prefix, _factory in self._behaviours)
+        return self._factory_for(room_id) is not None
 
     def _behaviour_for(self, room_id: str) -> Any:
         """The behaviour for a new room's actor (None: none), made by the router.
@@ -147,20 +155,17 @@ class Rooms:
         A factory that raises is the app's bug: it is logged and the room gets
         :class:`_FailedBehaviour`, which drops every broadcast (fail closed: a
         filter that could not be made must not let everything through). The
-        router and every other room carry on. The server's own rooms (``sys.*``)
-        never get one, whatever the prefix.
+        router and every other room carry on.
         """
-        if room_id.startswith(RESERVED_ROOM_PREFIX):
+        factory = self._factory_for(room_id)
+        if factory is None:
             return None
-        for prefix, factory in self._behaviours:
-            if room_id.startswith(prefix):
-                try:
-                    return factory(room_id)
-                except Exception:
-                    log.exception("room behaviour factory for %r raised: the room drops its broadcasts",
-                                  room_id)
-                    return _FailedBehaviour()
-        return None
+        try:
+            return factory(room_id)
+        except Exception:
+            log.exception("room behaviour factory for %r raised: the room drops its broadcasts",
+                          room_id)
+            return _FailedBehaviour()
 
 
 class _FailedBehaviour(WsRoomBehaviour):

@@ -354,7 +354,8 @@ class ClusterNode:
                 except Exception:
                     log.exception("refreshing the rooms' TTL failed")
 
-    # -- pushes (never block; refused at once when Redis is known down: server code calls them from anywhere)
+    # -- pushes (never block, so server code calls them from anywhere; refused at once
+    #    with PushNotStored while Redis is known down) ----------------------------------------
     def push(self, session_id: str, body: str) -> None:
         """Put a push into ``session_id``'s inbox (its owner, on any node, appends it).
 
@@ -417,13 +418,15 @@ class ClusterNode:
     def create(self, session_id: str, user_id: str | None) -> int:
         """Record a new session owned here, a member of the everyone room (``broadcast``)
         from now on; returns its cursor for that room (the room's seq now)."""
+        def create() -> Claim:
+            return self.log.create(session_id, self.node_id, user_id=user_id, data={},
+                                   everyone=EVERYONE_ROOM)
+
         try:
-            claim = self.log.create(session_id, self.node_id, user_id=user_id, data={},
-                                    everyone=EVERYONE_ROOM)
+            claim = create()
         except RedisDataLost:
             self.generation.recover()
-            claim = self.log.create(session_id, self.node_id, user_id=user_id, data={},
-                                    everyone=EVERYONE_ROOM)
+            claim = create()
         self.store.stored(session_id)
         return claim.rooms[EVERYONE_ROOM]
 

@@ -234,16 +234,15 @@ class RoomSubscriber:
         restart its numbering at its next message, which every member must take
         as a reset (the sessions end, their resumes answer 1006). Refreshed by a
         node that has members, a room expires only once no live node holds one.
-        Queued without waiting (a refused command: Redis is down, the next call
-        tries again).
+        Queued without waiting; ``ClusterError`` at once while Redis is known down
+        (the caller tries again next time).
         """
         ttl = self.publisher.room_ttl
-        count = 0
-        for room in list(self._rooms.values()):
+        rooms = list(self._rooms.values())
+        for room in rooms:
             for key in (self.layout.meta_key(room.room_id), self.layout.stream_key(room.room_id)):
                 self.publisher.writer.submit("EXPIRE", key, ttl)
-            count += 1
-        return count
+        return len(rooms)
 
     def last_delivered(self, room_id: str) -> int | None:
         room = self._rooms.get(self.layout.channel(room_id))
